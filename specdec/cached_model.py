@@ -1,0 +1,49 @@
+"""A causal LM bound to the KV cache of one sequence: feed tokens, read logits, roll back.
+
+Target and draft models both go through this class, so cache handling (creation, the
+length pointer, rollback after a rejection) is written once.
+"""
+
+import inspect
+
+import torch
+from transformers import DynamicCache
+
+from specdec.errors import ConfigError
+
+
+class CachedModel:
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.cache = None
+        self._can_keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    @property
+    def length(self) -> int:
+        """Tokens whose keys and values are in the cache."""
+        return 0 if self.cache is None else self.cache.get_seq_length()
+
+    def reset(self) -> None:
+        self.cache = DynamicCache(config=self.model.config)
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Append `tokens` (1-D ids) to the cache; return logits (n, V), or (1, V) for the last only."""
+        kwargs = {"logits_to_keep": 1} if last_only and self._can_keep_logits else {}
+        out = self.model(input_ids=tokens.view(1, -1), past_key_values=self.cache, use_cache=True, **kwargs)
+        logits = out.logits[0]
+        return logits[-1:] if last_only else logits
+
+    def rollback(self, length: int) -> None:
+        """Forget every cached token after the first `length`."""
+        extra = self.length - length
+        if extra < 0:
+            raise ValueError(f"cannot roll back to {length} tokens: only {self.length} are cached")
+        if extra:
+            if not self.cache.is_croppable:
+                raise ConfigError(
+                    f"{type(self.model).__name__}'s KV cache cannot be rolled back (sliding-window or "
+                    "recurrent layers); speculative strategies need a model with full attention caches"
+                )
+            self.cache.crop(-extra)

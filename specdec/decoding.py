@@ -1,0 +1,140 @@
+"""The one decoding loop every strategy runs in: propose, verify, accept, commit, roll back.
+
+    prefill the prompt -> first token
+    repeat: the strategy proposes k tokens
+            ONE target pass over [pending token, *proposal] gives k+1 rows of logits
+            the acceptance rule keeps n <= k drafts and picks the target's next token
+            the target cache is rolled back to the committed length
+            n drafts + 1 target token are committed (EOS, stop strings, max_new_tokens cut them)
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from specdec.cached_model import CachedModel
+from specdec.errors import ConfigError
+from specdec.metrics import RequestMetrics, Step
+from specdec.sampling import SamplingParams, probabilities, sample
+from specdec.stopping import StopCriteria
+from specdec.strategies.base import Request, Strategy
+from specdec.verify import default_rule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 means greedy
+    top_k: int = 0
+    top_p: float = 1.0
+    stop_strings: list[str] = field(default_factory=list)
+
+    @property
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_k, self.top_p)
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"generation.max_new_tokens must be >= 1 (got {self.max_new_tokens})")
+        if self.temperature < 0:
+            raise ConfigError(f"generation.temperature must be >= 0, 0 for greedy (got {self.temperature})")
+        if self.top_k < 0:
+            raise ConfigError(f"generation.top_k must be >= 0, 0 to switch it off (got {self.top_k})")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"generation.top_p must be in (0, 1], 1 to switch it off (got {self.top_p})")
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]  # the new tokens only
+    stop_reason: str  # "eos", "stop_string" or "length"
+    metrics: RequestMetrics
+
+
+def eos_ids_of(model, tokenizer=None) -> set[int]:
+    """Every id that ends a generation: the generation config's, the model config's and the tokenizer's."""
+    ids = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        ids.update(value if isinstance(value, (list, tuple)) else [] if value is None else [value])
+    return ids
+
+
+class Decoder:
+    """Runs one strategy against one target model.
+
+    `acceptance` overrides the acceptance rule (see specdec.verify); by default greedy match
+    for greedy decoding and lossless rejection sampling otherwise."""
+
+    def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None, acceptance=None):
+        self.target = CachedModel(target_model)
+        self.strategy = strategy
+        self.tokenizer = tokenizer
+        self.eos_token_ids = set(eos_token_ids) if eos_token_ids is not None else eos_ids_of(target_model, tokenizer)
+        self.acceptance = acceptance
+        self.context_length = getattr(target_model.config, "max_position_embeddings", None)
+
+    def generate(self, prompt_ids, config: GenerationConfig, seed: int | None = None) -> GenerationResult:
+        prompt_ids = [int(t) for t in prompt_ids]
+        self._check(prompt_ids, config)
+        sampling = config.sampling
+        rule = self.acceptance or default_rule(sampling)
+        device = self.target.device
+        generator = None if sampling.greedy else torch.Generator(device).manual_seed(seed or 0)
+        stop = StopCriteria(config.max_new_tokens, self.eos_token_ids, config.stop_strings, self.tokenizer)
+        metrics = RequestMetrics(prompt_tokens=len(prompt_ids))
+        generated: list[int] = []
+
+        _sync(device)
+        start = time.perf_counter()
+        request = Request(list(prompt_ids), len(prompt_ids), sampling, generator, device)
+        self.strategy.begin(request)
+        self.target.reset()
+        logits = self.target.forward(torch.tensor(prompt_ids, device=device), last_only=True)[-1]
+        first = logits.argmax() if sampling.greedy else sample(probabilities(logits, sampling), generator)
+        metrics.target_forwards = 1
+        reason = stop.accept(generated, [int(first.item())])
+        request.tokens.append(generated[-1])
+        metrics.ttft_s = time.perf_counter() - start
+
+        while reason is None:
+            budget = config.max_new_tokens - len(generated)
+            proposal = self.strategy.propose(request, max_tokens=budget - 1)
+            pending = torch.tensor(request.tokens[-1:], device=device)
+            logits = self.target.forward(torch.cat([pending, proposal.tokens]))
+            metrics.target_forwards += 1
+            verdict = rule(logits, proposal.tokens, proposal.probs, sampling, generator)
+            n = verdict.accepted
+            self.target.rollback(len(request.tokens) + n)
+            metrics.steps.append(Step(proposal.tokens.numel(), n))
+            committed = len(generated)
+            reason = stop.accept(generated, proposal.tokens[:n].tolist() + [verdict.next_token])
+            request.tokens.extend(generated[committed:])
+            if reason is None:
+                self.strategy.on_commit(request, n)
+
+        metrics.new_tokens = len(generated)
+        metrics.total_s = time.perf_counter() - start
+        return GenerationResult(generated, reason, metrics)
+
+    def _check(self, prompt_ids: list[int], config: GenerationConfig) -> None:
+        config.validate()
+        if not prompt_ids:
+            raise ConfigError("the prompt is empty: give at least one token")
+        if config.stop_strings and self.tokenizer is None:
+            raise ConfigError("generation.stop_strings needs a tokenizer: pass tokenizer= to Decoder")
+        if self.context_length and len(prompt_ids) + config.max_new_tokens > self.context_length:
+            raise ConfigError(
+                f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({config.max_new_tokens}) exceeds the "
+                f"model's context of {self.context_length} tokens: shorten the prompt or lower "
+                "generation.max_new_tokens"
+            )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

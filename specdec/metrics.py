@@ -1,0 +1,116 @@
+"""Per-step records -> per-request metrics -> per-run aggregates, as DESIGN.md defines them."""
+
+import statistics
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Step:
+    proposed: int  # draft tokens sent to verification
+    accepted: int  # draft tokens the acceptance rule kept
+
+
+@dataclass
+class RequestMetrics:
+    prompt_tokens: int
+    new_tokens: int = 0
+    target_forwards: int = 0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def mean_accepted(self) -> float:
+        return self.new_tokens / self.target_forwards
+
+    @property
+    def proposed(self) -> int:
+        return sum(s.proposed for s in self.steps)
+
+    @property
+    def accepted(self) -> int:
+        return sum(s.accepted for s in self.steps)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return self.accepted / self.proposed if self.proposed else None
+
+    @property
+    def tpot_ms(self) -> float | None:
+        if self.new_tokens < 2:
+            return None
+        return 1000 * (self.total_s - self.ttft_s) / (self.new_tokens - 1)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.total_s
+
+    def to_dict(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "target_forwards": self.target_forwards,
+            "mean_accepted": self.mean_accepted,
+            "acceptance_rate": self.acceptance_rate,
+            "per_position_acceptance": per_position_acceptance(self.steps),
+            "accepted_per_step": [s.accepted for s in self.steps],
+            "proposed_per_step": [s.proposed for s in self.steps],
+            "ttft_ms": 1000 * self.ttft_s,
+            "tpot_ms": self.tpot_ms,
+            "total_ms": 1000 * self.total_s,
+            "tokens_per_s": self.tokens_per_s,
+        }
+
+
+def per_position_acceptance(steps: list[Step]) -> list[float]:
+    """Entry i: P(draft token i accepted | every draft token before i accepted)."""
+    depth = max((s.proposed for s in steps), default=0)
+    rates = []
+    for i in range(depth):
+        reached = [s for s in steps if s.proposed > i and s.accepted >= i]
+        if not reached:
+            break
+        rates.append(sum(s.accepted > i for s in reached) / len(reached))
+    return rates
+
+
+def _quantiles(values: list[float]) -> dict:
+    if len(values) == 1:
+        return {"median": values[0], "p25": values[0], "p75": values[0]}
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return {"median": q2, "p25": q1, "p75": q3}
+
+
+def summarize(records: list[dict], baseline: list[dict] | None) -> dict:
+    """Aggregate one strategy's results.jsonl records; `baseline` holds the baseline's records
+    for the same prompts (same order) and gives speedup and match_baseline."""
+    new_tokens = sum(r["new_tokens"] for r in records)
+    seconds = sum(r["total_ms"] for r in records) / 1000
+    proposed = sum(sum(r["proposed_per_step"]) for r in records)
+    accepted = sum(sum(r["accepted_per_step"]) for r in records)
+    forwards = sum(r["target_forwards"] for r in records)
+    steps = [Step(p, a) for r in records for p, a in zip(r["proposed_per_step"], r["accepted_per_step"])]
+    tpots = [r["tpot_ms"] for r in records if r["tpot_ms"] is not None]
+    summary = {
+        "n_prompts": len(records),
+        "new_tokens": new_tokens,
+        "tokens_per_s": new_tokens / seconds,
+        "speedup": None,
+        "speedup_per_prompt": None,
+        "mean_accepted": new_tokens / forwards if forwards else None,
+        "acceptance_rate": accepted / proposed if proposed else None,
+        "per_position_acceptance": per_position_acceptance(steps) if proposed else None,
+        "ttft_ms": statistics.median(r["ttft_ms"] for r in records),
+        "tpot_ms": statistics.median(tpots) if tpots else None,
+        "match_baseline": None,
+    }
+    if baseline is not None:
+        base_tps = sum(r["new_tokens"] for r in baseline) / (sum(r["total_ms"] for r in baseline) / 1000)
+        summary["speedup"] = summary["tokens_per_s"] / base_tps
+        summary["speedup_per_prompt"] = _quantiles(
+            [r["tokens_per_s"] / b["tokens_per_s"] for r, b in zip(records, baseline)]
+        )
+        if all(r.get("greedy") for r in records):
+            same = sum(r["token_ids"] == b["token_ids"] for r, b in zip(records, baseline))
+            summary["match_baseline"] = same / len(records)
+    return summary

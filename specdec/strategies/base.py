@@ -1,0 +1,74 @@
+"""The strategy interface and its registry.
+
+A strategy only proposes: given the committed tokens it returns draft tokens (and the
+draft's probabilities when it sampled them). The shared loop in `specdec.decoding`
+verifies them with one target pass, accepts a prefix, commits, rolls the target cache
+back and records metrics; then `on_commit` lets the strategy roll back its own state.
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from specdec.errors import ConfigError
+from specdec.sampling import SamplingParams
+
+
+@dataclass
+class Request:
+    """One generation in flight, as strategies see it."""
+
+    tokens: list[int]  # prompt + committed tokens; the last one is not yet in the target's cache
+    prompt_len: int
+    sampling: SamplingParams
+    generator: torch.Generator | None
+    device: torch.device
+
+
+@dataclass
+class Proposal:
+    tokens: torch.Tensor  # (k,) draft token ids on the model's device; k may be 0
+    probs: torch.Tensor | None = None  # (k, V) draft distributions when sampled; None if deterministic
+
+    @staticmethod
+    def empty(device) -> "Proposal":
+        return Proposal(torch.empty(0, dtype=torch.long, device=device))
+
+
+class Strategy:
+    name: ClassVar[str]
+    needs_draft_model: ClassVar[bool] = False
+
+    def begin(self, request: Request) -> None:
+        """A new request starts: reset per-request state (caches, tables)."""
+
+    def propose(self, request: Request, max_tokens: int) -> Proposal:
+        """At most `max_tokens` candidate tokens to follow request.tokens."""
+        return Proposal.empty(request.device)
+
+    def on_commit(self, request: Request, accepted: int) -> None:
+        """request.tokens now holds `accepted` of the proposed tokens plus the target's token."""
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def create_strategy(name: str, draft_model=None, **options) -> Strategy:
+    """Build a registered strategy by name with its options (e.g. gamma for `draft`)."""
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; known strategies: {', '.join(sorted(STRATEGIES))}")
+    cls = STRATEGIES[name]
+    if cls.needs_draft_model:
+        if draft_model is None:
+            raise ConfigError(f"strategy {name!r} needs a draft model: set draft.name_or_path or draft.num_layers")
+        options["draft_model"] = draft_model
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise ConfigError(f"bad options for strategy {name!r}: {e}") from None
