@@ -89,7 +89,7 @@ class Decoder:
         metrics = RequestMetrics(prompt_tokens=len(prompt_ids))
         generated: list[int] = []
 
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         request = Request(list(prompt_ids), len(prompt_ids), sampling, generator, device)
         self.strategy.begin(request)
@@ -135,6 +135,7 @@ class Decoder:
             )
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer reads the time the work really took."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -1,0 +1,116 @@
+"""`python -m experiments.run`: the baseline and one strategy (plus optional anchors) on the
+same prompts, interleaved prompt by prompt after a warm-up; writes results.jsonl,
+summary.json and run_info.json into the Hydra run directory and prints the summary table."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from experiments.anchors import ANCHORS
+from experiments.prompts import encode, load_prompts
+from experiments.provenance import environment
+from experiments.table import format_summary
+from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
+from specdec.errors import ConfigError
+from specdec.metrics import summarize
+from specdec.models import check_compatible, layer_skip_draft, load_model, resolve_device, resolve_dtype
+from specdec.strategies import STRATEGIES, create_strategy
+
+log = logging.getLogger("experiments.run")
+
+
+def build_runners(cfg: DictConfig, target, tokenizer, device, dtype) -> dict:
+    """name -> object with .generate(prompt_ids, GenerationConfig, seed); the baseline comes first."""
+    options = {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k != "name"}
+    name = cfg.strategy.name
+    if name not in STRATEGIES:  # before loading a draft model for nothing
+        create_strategy(name)
+    draft = None
+    if STRATEGIES[name].needs_draft_model:
+        if cfg.draft.name_or_path:
+            draft, draft_tokenizer = load_model(cfg.draft.name_or_path, device, dtype)
+            check_compatible(target, tokenizer, draft, draft_tokenizer)
+        else:
+            draft = layer_skip_draft(target, cfg.draft.num_layers)
+    eos = eos_ids_of(target, tokenizer)
+    runners = {"baseline": Decoder(target, create_strategy("baseline"), tokenizer, eos)}
+    if name != "baseline":
+        runners[name] = Decoder(target, create_strategy(name, draft_model=draft, **options), tokenizer, eos)
+    for anchor in cfg.anchors:
+        if anchor not in ANCHORS:
+            raise ConfigError(f"unknown anchor {anchor!r}; known anchors: {', '.join(sorted(ANCHORS))}")
+        runners[anchor] = ANCHORS[anchor](target, tokenizer, eos)
+    return runners
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    device = resolve_device(cfg.runtime.device)
+    dtype = resolve_dtype(cfg.runtime.dtype, device)
+    generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
+    generation.validate()
+    prompts = load_prompts(cfg.dataset.path, cfg.dataset.limit)
+    torch.manual_seed(cfg.runtime.seed)
+    target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
+    runners = build_runners(cfg, target, tokenizer, device, dtype)
+    for p in prompts:
+        p["input_ids"] = encode(tokenizer, p["prompt"], cfg.dataset.chat_template)
+        Decoder(target, runners["baseline"].strategy)._check(p["input_ids"], generation)
+
+    (run_dir / "run_info.json").write_text(json.dumps(
+        {"config": OmegaConf.to_container(cfg, resolve=True), **environment(device)}, indent=2))
+
+    warmup = GenerationConfig(**{**vars(generation), "max_new_tokens": min(16, generation.max_new_tokens)})
+    for p in prompts[: cfg.runtime.warmup]:
+        for runner in runners.values():
+            runner.generate(p["input_ids"], warmup, seed=cfg.runtime.seed)
+
+    records = {name: [] for name in runners}
+    with open(run_dir / "results.jsonl", "w") as out:
+        for i, p in enumerate(tqdm(prompts, desc="prompts", unit="prompt")):
+            for name, runner in runners.items():  # interleaved, so machine drift hits every strategy alike
+                result = runner.generate(p["input_ids"], generation, seed=cfg.runtime.seed + i)
+                record = {
+                    "prompt_id": p["id"], "category": p["category"], "strategy": name,
+                    "greedy": generation.sampling.greedy, "stop_reason": result.stop_reason,
+                    **result.metrics.to_dict(),
+                    "token_ids": result.token_ids,
+                    "text": tokenizer.decode(result.token_ids, skip_special_tokens=True),
+                }
+                records[name].append(record)
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+
+    summary = {name: summarize(recs, records["baseline"]) for name, recs in records.items()}
+    for name, recs in records.items():
+        categories = sorted({r["category"] for r in recs})
+        summary[name]["by_category"] = {
+            c: summarize([r for r in recs if r["category"] == c], [r for r in records["baseline"] if r["category"] == c])
+            for c in categories
+        }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = run_experiment(cfg, run_dir)
+    except ConfigError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    print(format_summary(summary))
+    print(f"\nresults in {run_dir}")
+
+
+if __name__ == "__main__":
+    main()
