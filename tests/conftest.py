@@ -1,0 +1,44 @@
+"""Shared helpers: tiny random models of several architectures, random prompts, and the
+reference outputs of `transformers`' own generate."""
+
+import functools
+import os
+import random
+
+import pytest
+import torch
+
+from specdec import Decoder, GenerationConfig
+from specdec.strategies import create_strategy
+from specdec.tiny import tiny_random_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+
+ARCHITECTURES = ["llama", "qwen2", "gpt_neox", "mistral", "phi3", "gemma"]
+VOCAB = 258  # byte tokenizer: 256 bytes + <eos> + <pad>
+
+
+@functools.cache
+def tiny(arch: str, seed: int = 0, **overrides):
+    return tiny_random_model(arch, seed=seed, **overrides)
+
+
+def random_prompt(rng: random.Random, max_len: int = 40) -> list[int]:
+    return [rng.randrange(0, 256) for _ in range(rng.randint(1, max_len))]
+
+
+def decode_with(model, strategy_name: str, prompt, config: GenerationConfig, eos=None, seed=None, **options):
+    decoder = Decoder(model, create_strategy(strategy_name, **options), eos_token_ids=eos)
+    return decoder.generate(prompt, config, seed=seed)
+
+
+def hf_greedy(model, prompt, max_new_tokens: int, eos: int) -> list[int]:
+    inputs = torch.tensor([prompt])
+    out = model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False,
+                         max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=eos)
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.fixture(params=ARCHITECTURES)
+def arch(request):
+    return request.param

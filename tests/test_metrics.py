@@ -1,0 +1,40 @@
+"""Metric definitions of DESIGN.md, on hand-made step records."""
+
+import pytest
+
+from specdec.metrics import RequestMetrics, Step, per_position_acceptance, summarize
+
+
+def test_per_position_acceptance_is_conditional():
+    steps = [Step(4, 4), Step(4, 1), Step(4, 0), Step(2, 2)]
+    # position 0: reached 4 times, accepted 3; position 1: reached 3 (n >= 1), accepted 2;
+    # position 2: reached by steps proposing > 2 with n >= 2: only Step(4, 4), accepted
+    assert per_position_acceptance(steps) == [3 / 4, 2 / 3, 1.0, 1.0]
+
+
+def test_request_metrics():
+    m = RequestMetrics(prompt_tokens=5, new_tokens=9, target_forwards=4, ttft_s=0.1, total_s=0.9,
+                       steps=[Step(4, 4), Step(4, 1), Step(4, 0)])
+    assert m.mean_accepted == 9 / 4
+    assert m.acceptance_rate == 5 / 12
+    assert m.tpot_ms == pytest.approx(100.0)
+    assert m.tokens_per_s == 10.0
+    assert RequestMetrics(prompt_tokens=1, new_tokens=1, target_forwards=1, total_s=1).tpot_ms is None
+
+
+def _record(tokens, ms, ids, proposed=(), accepted=()):
+    return {"new_tokens": tokens, "total_ms": ms, "target_forwards": tokens - sum(accepted), "ttft_ms": 10.0,
+            "tpot_ms": 5.0, "tokens_per_s": tokens / ms * 1000, "token_ids": ids, "greedy": True,
+            "proposed_per_step": list(proposed), "accepted_per_step": list(accepted)}
+
+
+def test_summary_against_baseline():
+    base = [_record(10, 1000, [1, 2]), _record(10, 1000, [3])]
+    spec = [_record(10, 500, [1, 2], [4, 4], [4, 2]), _record(10, 1000, [4], [4], [0])]
+    s = summarize(spec, base)
+    assert s["speedup"] == pytest.approx((20 / 1.5) / (20 / 2.0))
+    assert s["match_baseline"] == 0.5
+    assert s["acceptance_rate"] == 6 / 12
+    assert s["mean_accepted"] == 20 / (4 + 10)
+    assert s["speedup_per_prompt"]["median"] == pytest.approx(1.5)
+    assert summarize(base, base)["speedup"] == 1.0 and summarize(base, base)["acceptance_rate"] is None

@@ -1,0 +1,110 @@
+"""Sampling with `draft` must give exactly the target's distribution (rejection sampling).
+
+On a tiny model with a 4-token vocabulary, the exact joint distribution of the first four
+generated tokens is computed by enumeration; thousands of sampled generations are compared
+with it by a chi-square test. A deliberately wrong acceptance rule fails the same test.
+"""
+
+import itertools
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from specdec import Decoder, GenerationConfig
+from specdec.sampling import SamplingParams, probabilities, sample
+from specdec.strategies import create_strategy
+from specdec.tiny import tiny_random_model
+from specdec.verify import Verdict
+
+VOCAB, NEW_TOKENS, SAMPLES = 4, 4, 4000
+PROMPT = [0, 1, 2, 3, 1]
+
+
+def peaky_model(seed: int, scale: float):
+    """Random weights give near-uniform next-token laws; a scaled head makes them distinct."""
+    model = tiny_random_model("llama", vocab_size=VOCAB, seed=seed, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(scale)
+    return model
+
+
+TARGET = peaky_model(seed=0, scale=12.0)
+DRAFT = peaky_model(seed=1, scale=12.0)
+
+
+@torch.inference_mode()
+def exact_distribution(model, sampling: SamplingParams) -> dict:
+    """P(first NEW_TOKENS tokens = s) for every sequence s, by enumerating prefixes."""
+    law = {(): 1.0}
+    for _ in range(NEW_TOKENS):
+        nxt = {}
+        for prefix, p in law.items():
+            logits = model(torch.tensor([PROMPT + list(prefix)])).logits[0, -1]
+            q = probabilities(logits, sampling)
+            for t in range(VOCAB):
+                nxt[prefix + (t,)] = p * q[t].item()
+        law = nxt
+    return law
+
+
+def sample_counts(decoder: Decoder, config: GenerationConfig) -> dict:
+    counts = dict.fromkeys(itertools.product(range(VOCAB), repeat=NEW_TOKENS), 0)
+    for seed in range(SAMPLES):
+        counts[tuple(decoder.generate(PROMPT, config, seed=seed).token_ids)] += 1
+    return counts
+
+
+def p_value(counts: dict, law: dict) -> float:
+    """Chi-square goodness of fit, pooling outcomes with expected count < 5 into one bin."""
+    observed, expected, rest_o, rest_e = [], [], 0, 0.0
+    for seq, p in law.items():
+        if p * SAMPLES >= 5:
+            observed.append(counts[seq])
+            expected.append(p * SAMPLES)
+        else:
+            rest_o, rest_e = rest_o + counts[seq], rest_e + p * SAMPLES
+    observed.append(rest_o)
+    expected.append(rest_e)
+    total = sum(expected)  # float rounding: make both sum to SAMPLES exactly
+    return chisquare(observed, [e * SAMPLES / total for e in expected]).pvalue
+
+
+def resample_from_target_on_reject(target_logits, draft_tokens, draft_probs, sampling, generator) -> Verdict:
+    """A classic bug: after a rejection, sample from p instead of the residual max(p - q, 0)."""
+    p = probabilities(target_logits, sampling)
+    k = draft_tokens.numel()
+    for i in range(k):
+        x = draft_tokens[i]
+        if torch.rand(1, generator=generator).item() * draft_probs[i, x] >= p[i, x]:
+            return Verdict(i, int(sample(p[i], generator).item()))
+    return Verdict(k, int(sample(p[k], generator).item()))
+
+
+SETTINGS = [SamplingParams(1.0, 0, 1.0), SamplingParams(0.8, 3, 0.9)]
+
+
+@pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.8-topk3-topp0.9"])
+def test_draft_sampling_matches_target_distribution(sampling):
+    config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=sampling.temperature,
+                              top_k=sampling.top_k, top_p=sampling.top_p)
+    law = exact_distribution(TARGET, sampling)
+    decoder = Decoder(TARGET, create_strategy("draft", draft_model=DRAFT, gamma=3), eos_token_ids=set())
+    assert p_value(sample_counts(decoder, config), law) > 1e-3
+
+
+def test_wrong_acceptance_rule_is_caught():
+    sampling = SETTINGS[0]
+    config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=1.0)
+    law = exact_distribution(TARGET, sampling)
+    wrong = Decoder(TARGET, create_strategy("draft", draft_model=DRAFT, gamma=3), eos_token_ids=set(),
+                    acceptance=resample_from_target_on_reject)
+    assert p_value(sample_counts(wrong, config), law) < 1e-6
+
+
+def test_baseline_sampling_matches_target_distribution():
+    """The harness itself: plain sampling must pass, so a failure above is the rule's fault."""
+    config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=1.0)
+    decoder = Decoder(TARGET, create_strategy("baseline"), eos_token_ids=set())
+    assert p_value(sample_counts(decoder, config), exact_distribution(TARGET, SETTINGS[0])) > 1e-3
