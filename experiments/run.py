@@ -63,7 +63,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     runners = build_runners(cfg, target, tokenizer, device, dtype)
     for p in prompts:
         p["input_ids"] = encode(tokenizer, p["prompt"], cfg.dataset.chat_template)
-        Decoder(target, runners["baseline"].strategy)._check(p["input_ids"], generation)
+        runners["baseline"].check(p["input_ids"], generation)  # every prompt fits, before any timing
 
     (run_dir / "run_info.json").write_text(json.dumps(
         {"config": OmegaConf.to_container(cfg, resolve=True), **environment(device)}, indent=2))

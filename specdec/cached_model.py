@@ -27,6 +27,19 @@ class CachedModel:
     def reset(self) -> None:
         self.cache = DynamicCache(config=self.model.config)
 
+    def prefill(self, tokens: list[int], prefix_cache=None) -> tuple[torch.Tensor, int]:
+        """Start a new sequence on `tokens`: the last logits (1, V), and how many tokens' KV
+        came from the prefix cache (caching.prefix.PrefixCache) instead of being computed."""
+        if prefix_cache is not None:
+            return prefix_cache.prefill(self, tokens)
+        self.reset()
+        return self.forward(torch.tensor(tokens, device=self.device), last_only=True), 0
+
+    def load(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Copy a prefix's keys and values (one pair per layer) into the empty cache."""
+        for index, (keys, values) in enumerate(layers):
+            self.cache.update(keys, values, index)
+
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Append `tokens` (1-D ids) to the cache; return logits (n, V), or (1, V) for the last only."""

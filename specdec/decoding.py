@@ -8,7 +8,6 @@
             n drafts + 1 target token are committed (EOS, stop strings, max_new_tokens cut them)
 """
 
-import logging
 import time
 from dataclasses import dataclass, field
 
@@ -21,8 +20,6 @@ from specdec.sampling import SamplingParams, probabilities, sample
 from specdec.stopping import StopCriteria
 from specdec.strategies.base import Request, Strategy
 from specdec.verify import default_rule
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,10 +65,13 @@ class Decoder:
     """Runs one strategy against one target model.
 
     `acceptance` overrides the acceptance rule (see specdec.verify); by default greedy match
-    for greedy decoding and lossless rejection sampling otherwise."""
+    for greedy decoding and lossless rejection sampling otherwise. With a `prefix_cache`,
+    every model of the request prefills through it."""
 
-    def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None, acceptance=None):
+    def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None, acceptance=None,
+                 prefix_cache=None):
         self.target = CachedModel(target_model)
+        self.prefix_cache = prefix_cache  # caching.prefix.PrefixCache, or None for no prefix caching
         self.strategy = strategy
         self.tokenizer = tokenizer
         self.eos_token_ids = set(eos_token_ids) if eos_token_ids is not None else eos_ids_of(target_model, tokenizer)
@@ -80,48 +80,50 @@ class Decoder:
 
     def generate(self, prompt_ids, config: GenerationConfig, seed: int | None = None) -> GenerationResult:
         prompt_ids = [int(t) for t in prompt_ids]
-        self._check(prompt_ids, config)
+        self.check(prompt_ids, config)
         sampling = config.sampling
-        rule = self.acceptance or default_rule(sampling)
         device = self.target.device
         generator = None if sampling.greedy else torch.Generator(device).manual_seed(seed or 0)
-        stop = StopCriteria(config.max_new_tokens, self.eos_token_ids, config.stop_strings, self.tokenizer)
+        stop = StopCriteria(len(prompt_ids), config.max_new_tokens, self.eos_token_ids, config.stop_strings, self.tokenizer)
+        rule = self.acceptance or default_rule(sampling)
         metrics = RequestMetrics(prompt_tokens=len(prompt_ids))
-        generated: list[int] = []
+        request = Request(list(prompt_ids), len(prompt_ids), sampling, generator, device, self.prefix_cache)
 
         sync(device)
         start = time.perf_counter()
-        request = Request(list(prompt_ids), len(prompt_ids), sampling, generator, device)
-        self.strategy.begin(request)
-        self.target.reset()
-        logits = self.target.forward(torch.tensor(prompt_ids, device=device), last_only=True)[-1]
-        first = logits.argmax() if sampling.greedy else sample(probabilities(logits, sampling), generator)
-        metrics.target_forwards = 1
-        reason = stop.accept(generated, [int(first.item())])
-        request.tokens.append(generated[-1])
-        metrics.ttft_s = time.perf_counter() - start
-
-        while reason is None:
-            budget = config.max_new_tokens - len(generated)
-            proposal = self.strategy.propose(request, max_tokens=budget - 1)
-            pending = torch.tensor(request.tokens[-1:], device=device)
-            logits = self.target.forward(torch.cat([pending, proposal.tokens]))
-            metrics.target_forwards += 1
-            verdict = rule(logits, proposal.tokens, proposal.probs, sampling, generator)
-            n = verdict.accepted
-            self.target.rollback(len(request.tokens) + n)
-            metrics.steps.append(Step(proposal.tokens.numel(), n))
-            committed = len(generated)
-            reason = stop.accept(generated, proposal.tokens[:n].tolist() + [verdict.next_token])
-            request.tokens.extend(generated[committed:])
-            if reason is None:
-                self.strategy.on_commit(request, n)
-
-        metrics.new_tokens = len(generated)
+        try:
+            self.strategy.begin(request)
+            logits, metrics.cached_prompt_tokens = self.target.prefill(prompt_ids, self.prefix_cache)
+            metrics.target_forwards = 1
+            first = logits[-1].argmax() if sampling.greedy else sample(probabilities(logits[-1], sampling), generator)
+            reason = stop.extend(request.tokens, [int(first.item())])
+            metrics.ttft_s = time.perf_counter() - start
+            while reason is None:
+                reason = self._step(request, stop, rule, metrics)
+        finally:
+            if self.prefix_cache is not None:
+                self.prefix_cache.release(request.tokens, request.prompt_len)
+        metrics.new_tokens = len(request.tokens) - request.prompt_len
         metrics.total_s = time.perf_counter() - start
-        return GenerationResult(generated, reason, metrics)
+        return GenerationResult(request.tokens[request.prompt_len :], reason, metrics)
 
-    def _check(self, prompt_ids: list[int], config: GenerationConfig) -> None:
+    def _step(self, request: Request, stop: StopCriteria, rule, metrics: RequestMetrics) -> str | None:
+        """One propose -> verify -> accept -> commit -> roll back step; returns why the request ended, if it did."""
+        budget = stop.max_new_tokens - (len(request.tokens) - request.prompt_len)
+        proposal = self.strategy.propose(request, max_tokens=budget - 1)
+        pending = torch.tensor(request.tokens[-1:], device=request.device)
+        logits = self.target.forward(torch.cat([pending, proposal.tokens]))  # k+1 rows: the verify pass
+        metrics.target_forwards += 1
+        verdict = rule(logits, proposal.tokens, proposal.probs, request.sampling, request.generator)
+        self.target.rollback(len(request.tokens) + verdict.accepted)
+        metrics.steps.append(Step(proposal.tokens.numel(), verdict.accepted))
+        reason = stop.extend(request.tokens, proposal.tokens[: verdict.accepted].tolist() + [verdict.next_token])
+        if reason is None:
+            self.strategy.on_commit(request, verdict.accepted)
+        return reason
+
+    def check(self, prompt_ids: list[int], config: GenerationConfig) -> None:
+        """Raise ConfigError for settings or a prompt this decoder cannot run."""
         config.validate()
         if not prompt_ids:
             raise ConfigError("the prompt is empty: give at least one token")

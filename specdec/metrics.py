@@ -13,6 +13,7 @@ class Step:
 @dataclass
 class RequestMetrics:
     prompt_tokens: int
+    cached_prompt_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     new_tokens: int = 0
     target_forwards: int = 0
     ttft_s: float = 0.0
@@ -48,6 +49,7 @@ class RequestMetrics:
     def to_dict(self) -> dict:
         return {
             "prompt_tokens": self.prompt_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
             "new_tokens": self.new_tokens,
             "target_forwards": self.target_forwards,
             "mean_accepted": self.mean_accepted,

@@ -6,7 +6,8 @@ the same place as a one-token-at-a-time decoder would stop.
 
 
 class StopCriteria:
-    def __init__(self, max_new_tokens: int, eos_token_ids: set[int], stop_strings=(), tokenizer=None):
+    def __init__(self, prompt_len: int, max_new_tokens: int, eos_token_ids: set[int], stop_strings=(), tokenizer=None):
+        self.prompt_len = prompt_len
         self.max_new_tokens = max_new_tokens
         self.eos_token_ids = eos_token_ids
         self.stop_strings = tuple(stop_strings)
@@ -14,19 +15,19 @@ class StopCriteria:
         # every token decodes to at least one character, so this window always holds a stop string
         self.window = max((len(s) for s in self.stop_strings), default=0) + 2
 
-    def accept(self, generated: list[int], incoming: list[int]) -> str | None:
-        """Append tokens from `incoming` to `generated` until one ends the request.
-        Returns why it ended ("eos", "stop_string", "length"), or None to go on."""
+    def extend(self, tokens: list[int], incoming: list[int]) -> str | None:
+        """Append `incoming` to the sequence `tokens` (prompt + output) until a token ends the
+        request. Returns why it ended ("eos", "stop_string", "length"), or None to go on."""
         for token in incoming:
-            generated.append(token)
+            tokens.append(token)
             if token in self.eos_token_ids:
                 return "eos"
-            if self.stop_strings and self._ends_with_stop_string(generated):
+            if self.stop_strings and self._ends_with_stop_string(tokens):
                 return "stop_string"
-            if len(generated) >= self.max_new_tokens:
+            if len(tokens) - self.prompt_len >= self.max_new_tokens:
                 return "length"
         return None
 
-    def _ends_with_stop_string(self, generated: list[int]) -> bool:
-        tail = self.tokenizer.decode(generated[-self.window :])
+    def _ends_with_stop_string(self, tokens: list[int]) -> bool:
+        tail = self.tokenizer.decode(tokens[max(self.prompt_len, len(tokens) - self.window) :])
         return any(s in tail for s in self.stop_strings)

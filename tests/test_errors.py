@@ -4,8 +4,8 @@ import importlib.util
 
 import pytest
 import torch
-
 from conftest import tiny
+
 from specdec import ConfigError, Decoder, GenerationConfig
 from specdec.models import check_compatible, layer_skip_draft, load_model, smollm2_directory
 from specdec.strategies import create_strategy

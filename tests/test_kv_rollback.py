@@ -5,8 +5,8 @@ import random
 
 import pytest
 import torch
-
 from conftest import ARCHITECTURES, random_prompt, tiny
+
 from specdec import Decoder, GenerationConfig
 from specdec.cached_model import CachedModel
 from specdec.strategies.draft import DraftModel

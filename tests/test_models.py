@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import tiny
+
 from specdec.models import layer_skip_draft, load_model
 
 

@@ -13,7 +13,7 @@ from scipy.stats import chisquare
 
 from specdec import Decoder, GenerationConfig
 from specdec.sampling import SamplingParams, probabilities, sample
-from specdec.strategies import create_strategy
+from specdec.strategies import Proposal, Strategy, create_strategy
 from specdec.tiny import tiny_random_model
 from specdec.verify import Verdict
 
@@ -107,4 +107,20 @@ def test_baseline_sampling_matches_target_distribution():
     """The harness itself: plain sampling must pass, so a failure above is the rule's fault."""
     config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=1.0)
     decoder = Decoder(TARGET, create_strategy("baseline"), eos_token_ids=set())
+    assert p_value(sample_counts(decoder, config), exact_distribution(TARGET, SETTINGS[0])) > 1e-3
+
+
+class RepeatLast(Strategy):
+    """A deterministic proposer (like n-gram lookup): guesses the last token repeats."""
+
+    name = "repeat_last_test"
+
+    def propose(self, request, max_tokens):
+        return Proposal(torch.full((min(2, max_tokens),), request.tokens[-1], device=request.device))
+
+
+def test_deterministic_proposals_keep_the_target_distribution():
+    """probs=None proposals take the one-hot branch of rejection sampling."""
+    config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=1.0)
+    decoder = Decoder(TARGET, RepeatLast(), eos_token_ids=set())
     assert p_value(sample_counts(decoder, config), exact_distribution(TARGET, SETTINGS[0])) > 1e-3

@@ -3,6 +3,7 @@
 import random
 
 from conftest import random_prompt, tiny
+
 from specdec import Decoder, GenerationConfig
 from specdec.strategies import create_strategy
 from specdec.tiny import byte_tokenizer

@@ -24,6 +24,7 @@ class Request:
     sampling: SamplingParams
     generator: torch.Generator | None
     device: torch.device
+    prefix_cache: object = None  # caching.prefix.PrefixCache when cache=radix; models prefill through it
 
 
 @dataclass

@@ -21,17 +21,15 @@ class DraftModel(Strategy):
         self.draft = CachedModel(draft_model)
 
     def begin(self, request: Request) -> None:
-        self.draft.reset()
+        self.draft.reset()  # empty: the first proposal prefills it
 
     def propose(self, request: Request, max_tokens: int) -> Proposal:
         k = min(self.gamma, max_tokens)
         if k <= 0:
             return Proposal.empty(request.device)
-        # the draft cache lags the committed tokens by one or two: feed those first
-        feed = torch.tensor(request.tokens[self.draft.length :], device=request.device)
+        logits = self._catch_up(request)
         tokens, probs = [], []
-        for _ in range(k):
-            logits = self.draft.forward(feed, last_only=True)[-1]
+        while True:
             if request.sampling.greedy:
                 token = logits.argmax(dim=-1, keepdim=True)
             else:
@@ -39,8 +37,17 @@ class DraftModel(Strategy):
                 token = sample(q, request.generator).view(1)
                 probs.append(q)
             tokens.append(token)
-            feed = token
-        return Proposal(torch.cat(tokens), torch.stack(probs) if probs else None)
+            if len(tokens) == k:
+                return Proposal(torch.cat(tokens), torch.stack(probs) if probs else None)
+            logits = self.draft.forward(token, last_only=True)[-1]
+
+    def _catch_up(self, request: Request) -> torch.Tensor:
+        """The draft's logits after the last committed token: a prefill on the first step, else
+        a pass over the one or two committed tokens its cache has not seen yet."""
+        if self.draft.length == 0:
+            return self.draft.prefill(request.tokens, request.prefix_cache)[0][-1]
+        unseen = torch.tensor(request.tokens[self.draft.length :], device=request.device)
+        return self.draft.forward(unseen, last_only=True)[-1]
 
     def on_commit(self, request: Request, accepted: int) -> None:
         # the cache holds the old tokens plus all but the last draft; keep what was committed
