@@ -224,7 +224,7 @@ class RadixTree:
             child = node.children.get(tokens[matched])
             if child is None:
                 break
-            common = _common_prefix_length(child.edge, tokens[matched : matched + len(child.edge)])
+            common = common_prefix_length(child.edge, tokens[matched : matched + len(child.edge)])
             if common < len(child.edge):
                 child = self._split(child, common)
             child.last_access = now
@@ -287,7 +287,7 @@ class RadixTree:
             stack.extend(node.children.values())
 
 
-def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
             return i

@@ -1,5 +1,6 @@
-"""Prompt suites: JSONL files (one {"prompt", "id"?, "category"?} object a line) loaded with
-`datasets`, turned into token ids, with the chat template for chat models."""
+"""Prompt suites: JSONL files loaded with `datasets`, one object a line with a "prompt"
+string (or a "messages" list of {"role", "content"} turns) and optional "id" and
+"category"; turned into token ids with the chat template for chat models."""
 
 from pathlib import Path
 
@@ -7,19 +8,26 @@ from datasets import load_dataset
 
 from specdec.errors import ConfigError
 
-EMBEDDED_SUITE = Path(__file__).parent / "suites" / "embedded.jsonl"
+SUITES = Path(__file__).parent / "suites"
 
 
-def load_prompts(path: str | None = None, limit: int | None = None) -> list[dict]:
-    """Prompts as dicts with id, category and prompt; `path` None means the embedded suite."""
-    path = Path(path) if path else EMBEDDED_SUITE
+def shipped_suites() -> list[str]:
+    return sorted(str(p.relative_to(SUITES).with_suffix("")) for p in SUITES.rglob("*.jsonl"))
+
+
+def load_prompts(path: str | None = None, limit: int | None = None, suite: str = "embedded") -> list[dict]:
+    """Prompts as dicts with id, category and messages, from a JSONL file, or when `path` is
+    None from a suite shipped in experiments/suites (e.g. "embedded", "workloads/few_shot")."""
+    if not path and suite not in shipped_suites():
+        raise ConfigError(f"unknown dataset.suite {suite!r}; shipped suites: {', '.join(shipped_suites())}")
+    path = Path(path) if path else SUITES / f"{suite}.jsonl"
     if not path.is_file():
         raise ConfigError(f"dataset.path {str(path)!r} is not a file: give a JSONL file with one {{\"prompt\": ...}} per line")
     try:
         rows = load_dataset("json", data_files=str(path), split="train")
     except Exception as e:  # datasets raises many types for a malformed file
         raise ConfigError(f"cannot read {path} as JSON Lines ({e.__class__.__name__}: {e}): write one JSON object per line") from None
-    if "prompt" not in rows.column_names:
+    if "prompt" not in rows.column_names and "messages" not in rows.column_names:
         raise ConfigError(f"{path} has no \"prompt\" field (fields: {', '.join(rows.column_names)}): add one string per line")
     if limit is not None:
         if limit < 1:
@@ -30,17 +38,17 @@ def load_prompts(path: str | None = None, limit: int | None = None) -> list[dict
         prompts.append({
             "id": str(row.get("id") or i),
             "category": row.get("category") or "all",
-            "prompt": row["prompt"],
+            "messages": row.get("messages") or [{"role": "user", "content": row["prompt"]}],
         })
     return prompts
 
 
-def encode(tokenizer, prompt: str, chat_template: str | bool = "auto") -> list[int]:
-    """Token ids of a prompt, wrapped as a user turn when the model has a chat template."""
+def encode(tokenizer, messages: list[dict], chat_template: str | bool = "auto") -> list[int]:
+    """Token ids of a conversation, through the chat template when the model has one (else
+    the turns' texts joined by blank lines)."""
     use_template = tokenizer.chat_template is not None if chat_template == "auto" else bool(chat_template)
     if use_template:
         if tokenizer.chat_template is None:
             raise ConfigError("dataset.chat_template=true but the tokenizer has no chat template: use auto or false")
-        return list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                                  add_generation_prompt=True, tokenize=True, return_dict=False))
-    return tokenizer.encode(prompt)
+        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+    return tokenizer.encode("\n\n".join(m["content"] for m in messages))

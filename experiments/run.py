@@ -13,6 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from caching.order import ideal_hit_rate, order_by_longest_prefix
+from caching.prefix import PrefixCache
 from experiments.anchors import ANCHORS
 from experiments.prompts import encode, load_prompts
 from experiments.provenance import environment
@@ -24,6 +26,7 @@ from specdec.models import check_compatible, layer_skip_draft, load_model, resol
 from specdec.strategies import STRATEGIES, create_strategy
 
 log = logging.getLogger("experiments.run")
+ORDERS = ("fifo", "longest_prefix")
 
 
 def build_runners(cfg: DictConfig, target, tokenizer, device, dtype) -> dict:
@@ -43,11 +46,25 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype) -> dict:
     runners = {"baseline": Decoder(target, create_strategy("baseline"), tokenizer, eos)}
     if name != "baseline":
         runners[name] = Decoder(target, create_strategy(name, draft_model=draft, **options), tokenizer, eos)
+    if cfg.cache.name == "radix":
+        runners[f"{name}+radix"] = Decoder(target, create_strategy(name, draft_model=draft, **options), tokenizer, eos,
+                                           prefix_cache=new_prefix_cache(cfg.cache))
     for anchor in cfg.anchors:
         if anchor not in ANCHORS:
             raise ConfigError(f"unknown anchor {anchor!r}; known anchors: {', '.join(sorted(ANCHORS))}")
         runners[anchor] = ANCHORS[anchor](target, tokenizer, eos)
     return runners
+
+
+def new_prefix_cache(cache_cfg: DictConfig) -> PrefixCache:
+    return PrefixCache(cache_cfg.max_bytes, cache_cfg.salt, cache_cfg.store_output)
+
+
+def check_cache_config(cache_cfg: DictConfig) -> None:
+    if cache_cfg.name not in ("none", "radix"):
+        raise ConfigError(f"unknown cache {cache_cfg.name!r}: use cache=none or cache=radix")
+    if cache_cfg.name == "radix" and cache_cfg.order not in ORDERS:
+        raise ConfigError(f"unknown cache.order {cache_cfg.order!r}: use one of {', '.join(ORDERS)}")
 
 
 def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
@@ -57,13 +74,16 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     dtype = resolve_dtype(cfg.runtime.dtype, device)
     generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
     generation.validate()
-    prompts = load_prompts(cfg.dataset.path, cfg.dataset.limit)
+    check_cache_config(cfg.cache)
+    prompts = load_prompts(cfg.dataset.path, cfg.dataset.limit, cfg.dataset.suite)
     torch.manual_seed(cfg.runtime.seed)
     target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
     runners = build_runners(cfg, target, tokenizer, device, dtype)
     for p in prompts:
-        p["input_ids"] = encode(tokenizer, p["prompt"], cfg.dataset.chat_template)
+        p["input_ids"] = encode(tokenizer, p["messages"], cfg.dataset.chat_template)
         runners["baseline"].check(p["input_ids"], generation)  # every prompt fits, before any timing
+    if cfg.cache.name == "radix" and cfg.cache.order == "longest_prefix":
+        prompts = [prompts[i] for i in order_by_longest_prefix([p["input_ids"] for p in prompts])]
 
     (run_dir / "run_info.json").write_text(json.dumps(
         {"config": OmegaConf.to_container(cfg, resolve=True), **environment(device)}, indent=2))
@@ -72,6 +92,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     for p in prompts[: cfg.runtime.warmup]:
         for runner in runners.values():
             runner.generate(p["input_ids"], warmup, seed=cfg.runtime.seed)
+    for runner in runners.values():  # measure with a cold prefix cache, not one warmed by the warm-up
+        if getattr(runner, "prefix_cache", None) is not None:
+            runner.prefix_cache = new_prefix_cache(cfg.cache)
 
     records = {name: [] for name in runners}
     with open(run_dir / "results.jsonl", "w") as out:
@@ -96,6 +119,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
             c: summarize([r for r in recs if r["category"] == c], [r for r in records["baseline"] if r["category"] == c])
             for c in categories
         }
+    for name in runners:
+        if name.endswith("+radix"):
+            summary[name]["ideal_hit_rate"] = ideal_hit_rate([p["input_ids"] for p in prompts])
+            summary[name]["cache"] = runners[name].prefix_cache.tree.stats
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -7,7 +7,7 @@ def _fmt(value, spec: str) -> str:
 
 def format_summary(summary: dict) -> str:
     header = ["strategy", "prompts", "tokens", "tok/s", "speedup", "per-prompt [p25, p75]",
-              "mean acc", "acc rate", "TTFT ms", "TPOT ms", "match"]
+              "mean acc", "acc rate", "TTFT ms", "TPOT ms", "match", "hit rate"]
     rows = []
     for name, s in summary.items():
         spread = s.get("speedup_per_prompt")
@@ -17,6 +17,7 @@ def format_summary(summary: dict) -> str:
             "-" if spread is None else f"{spread['median']:.2f} [{spread['p25']:.2f}, {spread['p75']:.2f}]",
             _fmt(s["mean_accepted"], ".2f"), _fmt(s["acceptance_rate"], ".3f"),
             _fmt(s["ttft_ms"], ".1f"), _fmt(s["tpot_ms"], ".1f"), _fmt(s["match_baseline"], ".2f"),
+            _fmt(s["hit_rate"], ".3f"),
         ])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header] + rows]

@@ -102,6 +102,7 @@ def summarize(records: list[dict], baseline: list[dict] | None) -> dict:
         "mean_accepted": new_tokens / forwards if forwards else None,
         "acceptance_rate": accepted / proposed if proposed else None,
         "per_position_acceptance": per_position_acceptance(steps) if proposed else None,
+        "hit_rate": sum(r["cached_prompt_tokens"] for r in records) / sum(r["prompt_tokens"] for r in records),
         "ttft_ms": statistics.median(r["ttft_ms"] for r in records),
         "tpot_ms": statistics.median(tpots) if tpots else None,
         "match_baseline": None,

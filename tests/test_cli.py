@@ -53,6 +53,19 @@ def test_custom_dataset_sampling_and_baseline_only(tmp_path):
     assert set(summary["baseline"]["by_category"]) == {"greet", "all"}
 
 
+def test_radix_cache_runs_with_and_without(tmp_path):
+    shared = "You are a careful assistant. Answer briefly and cite the handbook. " * 3
+    suite = tmp_path / "shared.jsonl"
+    suite.write_text("".join(json.dumps({"prompt": shared + q}) + "\n" for q in ["Hi?", "Why?", "How so?", "When?"]))
+    run(f"dataset.path={suite}", "strategy=baseline", "cache=radix", "cache.order=longest_prefix",
+        "generation.max_new_tokens=5", "runtime.warmup=1", f"hydra.run.dir={tmp_path / 'out'}")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert list(summary) == ["baseline", "baseline+radix"]
+    cached = summary["baseline+radix"]
+    assert cached["match_baseline"] == 1.0 and summary["baseline"]["hit_rate"] == 0.0
+    assert 0 < cached["hit_rate"] <= cached["ideal_hit_rate"] and cached["hit_rate"] >= 0.95 * cached["ideal_hit_rate"]
+
+
 def test_gamma_sweep(tmp_path):
     run("-m", "strategy.gamma=1,3", "dataset.limit=2", "generation.max_new_tokens=8", f"hydra.sweep.dir={tmp_path}")
     summaries = sorted(tmp_path.glob("*/summary.json"))

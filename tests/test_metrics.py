@@ -23,7 +23,7 @@ def test_request_metrics():
 
 
 def _record(tokens, ms, ids, proposed=(), accepted=()):
-    return {"new_tokens": tokens, "total_ms": ms, "target_forwards": tokens - sum(accepted), "ttft_ms": 10.0,
+    return {"new_tokens": tokens, "total_ms": ms, "prompt_tokens": 10, "cached_prompt_tokens": 4, "target_forwards": tokens - sum(accepted), "ttft_ms": 10.0,
             "tpot_ms": 5.0, "tokens_per_s": tokens / ms * 1000, "token_ids": ids, "greedy": True,
             "proposed_per_step": list(proposed), "accepted_per_step": list(accepted)}
 
@@ -37,4 +37,5 @@ def test_summary_against_baseline():
     assert s["acceptance_rate"] == 6 / 12
     assert s["mean_accepted"] == 20 / (4 + 10)
     assert s["speedup_per_prompt"]["median"] == pytest.approx(1.5)
+    assert s["hit_rate"] == 0.4
     assert summarize(base, base)["speedup"] == 1.0 and summarize(base, base)["acceptance_rate"] is None

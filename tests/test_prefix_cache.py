@@ -1,0 +1,108 @@
+"""The radix prefix cache changes where prompt KV comes from, never what is generated."""
+
+import random
+
+import pytest
+import torch
+
+from caching.order import ideal_hit_rate, order_by_longest_prefix
+from caching.prefix import PrefixCache
+from caching.store import KVSegment
+from conftest import tiny
+from specdec import Decoder, GenerationConfig
+from specdec.cached_model import CachedModel
+from specdec.models import layer_skip_draft
+from specdec.strategies import create_strategy
+
+
+def shared_prefix_workload(rng: random.Random, groups=3, per_group=4) -> list[list[int]]:
+    """Groups of prompts sharing a long random prefix, then different short tails, shuffled."""
+    prompts = []
+    for _ in range(groups):
+        prefix = [rng.randrange(256) for _ in range(rng.randint(20, 60))]
+        prompts += [prefix + [rng.randrange(256) for _ in range(rng.randint(1, 10))] for _ in range(per_group)]
+    rng.shuffle(prompts)
+    return prompts
+
+
+def test_segment_split_and_concat_round_trip():
+    model = CachedModel(tiny("llama"))
+    model.reset()
+    model.forward(torch.arange(10))
+    whole = KVSegment.from_cache(model.cache, 10)
+    head, tail = whole.split(4)
+    assert (len(head), len(tail)) == (4, 6) and head.nbytes + tail.nbytes == whole.nbytes
+    for (k, v), (k_ref, v_ref) in zip(KVSegment.concat([head, tail]), whole.layers):
+        assert torch.equal(k, k_ref) and torch.equal(v, v_ref)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt_neox"])
+def test_cached_prefill_equals_fresh_prefill(arch):
+    target = tiny(arch)
+    cache = PrefixCache(max_bytes=10**9)
+    first, second = list(range(40)), list(range(30)) + [200, 201, 202]
+    plain = CachedModel(target)
+    for tokens in (first, second):
+        cached = CachedModel(target)
+        logits, hit = cached.prefill(tokens, cache)
+        cache.release(tokens, len(tokens))
+        fresh_logits, _ = plain.prefill(tokens)
+        torch.testing.assert_close(logits, fresh_logits, atol=1e-5, rtol=1e-4)
+        for layer, ref in zip(cached.cache.layers, plain.cache.layers):
+            torch.testing.assert_close(layer.keys, ref.keys, atol=1e-5, rtol=1e-4)
+    assert hit == 30
+
+
+@pytest.mark.parametrize("budget", [10**9, 60_000], ids=["roomy", "evicting"])
+def test_generation_with_cache_equals_without(budget):
+    target = tiny("llama")
+    draft = layer_skip_draft(target, 1)
+    prompts = shared_prefix_workload(random.Random(budget))
+    config = GenerationConfig(max_new_tokens=12)
+    for name, options in [("baseline", {}), ("draft", {"draft_model": draft, "gamma": 3})]:
+        prefix_cache = PrefixCache(max_bytes=budget)
+        plain = Decoder(target, create_strategy(name, **options))
+        cached = Decoder(target, create_strategy(name, **options), prefix_cache=prefix_cache)
+        hits = 0
+        for prompt in prompts:
+            out = cached.generate(prompt, config)
+            assert out.token_ids == plain.generate(prompt, config).token_ids
+            hits += out.metrics.cached_prompt_tokens
+            prefix_cache.tree.check_invariants()
+            assert prefix_cache.tree.stats["bytes_in_use"] <= budget
+        assert hits > 0
+        if budget < 10**9:
+            assert prefix_cache.tree.stats["evictions"] > 0
+        # the draft model keeps entries of its own: two namespaces
+        assert len(prefix_cache.tree._namespaces) == (1 if name == "baseline" else 2)
+
+
+def test_locks_are_released_even_when_generation_fails():
+    target = tiny("llama")
+    cache = PrefixCache(max_bytes=10**9)
+
+    class Broken(type(create_strategy("baseline"))):
+        def propose(self, request, max_tokens):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        Decoder(target, Broken(), prefix_cache=cache).generate(list(range(20)), GenerationConfig(max_new_tokens=5))
+    assert cache.tree.root.lock_count == 0
+    assert cache.tree.match_prefix(list(range(20)), cache.namespace(target)).length == 20  # still stored
+
+
+def test_salts_keep_tenants_apart():
+    target = tiny("llama")
+    alice, bob = PrefixCache(max_bytes=10**9, salt="alice"), PrefixCache(max_bytes=10**9, salt="bob")
+    bob.tree = alice.tree  # one shared tree, two tenants
+    Decoder(target, create_strategy("baseline"), prefix_cache=alice).generate(list(range(30)), GenerationConfig(max_new_tokens=2))
+    out = Decoder(target, create_strategy("baseline"), prefix_cache=bob).generate(list(range(30)), GenerationConfig(max_new_tokens=2))
+    assert out.metrics.cached_prompt_tokens == 0
+
+
+def test_longest_prefix_order_and_ideal_hit_rate():
+    a, b = [1, 2, 3, 4, 5], [9, 9, 9, 9]
+    prompts = [a + [6], b + [1], a + [7], b + [2]]
+    assert order_by_longest_prefix(prompts) == [0, 2, 1, 3]
+    # FIFO: prompt 2 reuses 5 tokens of prompt 0, prompt 3 reuses 4 of prompt 1
+    assert ideal_hit_rate(prompts) == pytest.approx(9 / 22)
