@@ -46,7 +46,7 @@ def cache_root() -> Path:
 def load_model(name_or_path: str, device: torch.device, dtype: torch.dtype):
     """(model, tokenizer) for a hub id, a local directory, or an alias: smollm2-135m, tiny-random."""
     if name_or_path == "tiny-random":
-        model, tokenizer = tiny_random_model("llama", dtype=dtype), byte_tokenizer()
+        model, tokenizer = tiny_random_model("llama", dtype=dtype, max_position_embeddings=2048), byte_tokenizer()
     else:
         directory = smollm2_directory() if name_or_path == "smollm2-135m" else name_or_path
         try:

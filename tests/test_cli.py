@@ -77,7 +77,7 @@ def test_gamma_sweep(tmp_path):
 @pytest.mark.parametrize("override,message", [
     ("strategy.name=nope", "unknown strategy 'nope'; known strategies: baseline, draft"),
     ("strategy.gamma=0", "strategy.gamma must be an integer >= 1"),
-    ("generation.max_new_tokens=600", "exceeds the model's context"),
+    ("generation.max_new_tokens=2000", "exceeds the model's context"),
     ("model.name_or_path=/no/such/dir", "cannot load model"),
 ])
 def test_bad_input_gives_a_clear_error(tmp_path, override, message):
