@@ -1,0 +1,56 @@
+"""Prompt suites: shipped suites, user JSONL files with prompts or chat messages, bad files."""
+
+import json
+
+import pytest
+
+from experiments.prompts import encode, load_prompts, shipped_suites
+from specdec import ConfigError
+from specdec.tiny import byte_tokenizer
+
+
+def test_embedded_suite_has_six_categories_mixed_from_the_start():
+    prompts = load_prompts()
+    assert len(prompts) >= 40
+    assert len({p["category"] for p in prompts}) == 6
+    assert len({p["category"] for p in prompts[:6]}) == 6  # dataset.limit=6 already mixes them
+    assert {"workloads/shared_system", "workloads/multi_turn", "workloads/no_sharing"} <= set(shipped_suites())
+
+
+def test_multi_turn_workload_extends_turn_by_turn():
+    turns = load_prompts(suite="workloads/multi_turn")
+    for earlier, later in zip(turns, turns[1:]):
+        assert later["messages"][: len(earlier["messages"])] == earlier["messages"]
+
+
+def test_user_file_with_prompts_and_messages(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                          {"role": "user", "content": "bye"}], "id": "x"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (prompt,) = load_prompts(str(path))
+    assert prompt["id"] == "x" and prompt["category"] == "all"
+    assert byte_tokenizer().decode(encode(byte_tokenizer(), prompt["messages"])) == "hi\n\nhello\n\nbye"
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "is not a file"),
+    ('{"text": "no prompt here"}\n', "has no \"prompt\" field"),
+    ("not json at all\n", "cannot read"),
+])
+def test_bad_dataset_files(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_prompts(str(path))
+
+
+def test_unknown_suite_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match="unknown dataset.suite 'nope'; shipped suites: embedded"):
+        load_prompts(suite="nope")
+
+
+def test_bad_limit():
+    with pytest.raises(ConfigError, match="dataset.limit must be >= 1"):
+        load_prompts(limit=0)
