@@ -18,6 +18,7 @@ from caching.prefix import PrefixCache
 from experiments.anchors import ANCHORS
 from experiments.prompts import encode, load_prompts
 from experiments.provenance import environment
+from experiments.public_suites import load_public_prompts
 from experiments.table import format_summary
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
@@ -75,7 +76,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
     generation.validate()
     check_cache_config(cfg.cache)
-    prompts = load_prompts(cfg.dataset.path, cfg.dataset.limit, cfg.dataset.suite)
+    if cfg.dataset.get("hub") and not cfg.dataset.path:
+        prompts = load_public_prompts(OmegaConf.to_container(cfg.dataset.hub), cfg.dataset.limit,
+                                      HydraConfig.get().runtime.choices.get("dataset", "public"))
+    else:
+        prompts = load_prompts(cfg.dataset.path, cfg.dataset.limit, cfg.dataset.suite)
     torch.manual_seed(cfg.runtime.seed)
     target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
     runners = build_runners(cfg, target, tokenizer, device, dtype)

@@ -14,7 +14,7 @@ SUMMARY_FIELDS = {"n_prompts", "new_tokens", "tokens_per_s", "speedup", "mean_ac
 
 
 def run(*overrides, check=True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     flags = [o for o in overrides if o.startswith("-")]  # hydra wants flags before overrides
     overrides = [o for o in overrides if not o.startswith("-")]
     result = subprocess.run([sys.executable, "-m", "experiments.run", *flags, "model=tiny-random", *overrides],
@@ -79,6 +79,8 @@ def test_gamma_sweep(tmp_path):
     ("strategy.gamma=0", "strategy.gamma must be an integer >= 1"),
     ("generation.max_new_tokens=2000", "exceeds the model's context"),
     ("model.name_or_path=/no/such/dir", "cannot load model"),
+    ("dataset=gsm8k", "cannot load the public suite 'openai/gsm8k'"),
+    ("dataset=spec_bench", "offline, use dataset=embedded"),
 ])
 def test_bad_input_gives_a_clear_error(tmp_path, override, message):
     result = run(override, "dataset.limit=1", f"hydra.run.dir={tmp_path}", check=False)

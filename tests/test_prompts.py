@@ -5,6 +5,7 @@ import json
 import pytest
 
 from experiments.prompts import encode, load_prompts, shipped_suites
+from experiments.public_suites import load_public_prompts
 from specdec import ConfigError
 from specdec.tiny import byte_tokenizer
 
@@ -54,3 +55,17 @@ def test_unknown_suite_lists_the_shipped_ones():
 def test_bad_limit():
     with pytest.raises(ConfigError, match="dataset.limit must be >= 1"):
         load_prompts(limit=0)
+
+
+def test_public_suite_field_mapping(tmp_path):
+    """Spec-Bench's question.jsonl layout, read from a local copy through the same mapping."""
+    path = tmp_path / "question.jsonl"
+    rows = [{"question_id": 81 + i, "category": "writing", "turns": [f"Write poem {i}.", "Now shorter."]} for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    hub = {"path": "json", "name": None, "data_files": str(path), "split": "train", "prompt": "turns",
+           "category": "category", "id": "question_id", "template": "Q: {prompt}"}
+    prompts = load_public_prompts(hub, limit=2)
+    assert [p["id"] for p in prompts] == ["81", "82"]
+    assert prompts[1] == {"id": "82", "category": "writing", "messages": [{"role": "user", "content": "Q: Write poem 1."}]}
+    with pytest.raises(ConfigError, match="has no field 'question'"):
+        load_public_prompts({**hub, "prompt": "question"})

@@ -1,0 +1,35 @@
+"""Public prompt suites from the Hugging Face hub (or a URL), mapped onto our prompt format.
+
+Each suite's config under configs/dataset/ names where it lives and which fields hold the
+prompt, the category and the id. Offline they fail with one clear line, never a traceback."""
+
+from datasets import load_dataset
+
+from specdec.errors import ConfigError
+
+
+def load_public_prompts(hub: dict, limit: int | None = None, suite_name: str = "public") -> list[dict]:
+    if limit is not None and limit < 1:
+        raise ConfigError(f"dataset.limit must be >= 1 or null (got {limit})")
+    split = hub["split"] if limit is None else f"{hub['split']}[:{limit}]"
+    try:
+        rows = load_dataset(hub["path"], hub.get("name"), data_files=hub.get("data_files"), split=split)
+    except Exception as e:  # offline or unreachable hub: datasets raises many types
+        raise ConfigError(
+            f"cannot load the public suite {hub['path']!r} ({e.__class__.__name__}: {str(e).splitlines()[0][:200]}); it needs "
+            "access to the Hugging Face hub or the internet: offline, use dataset=embedded or dataset.path=FILE.jsonl"
+        ) from None
+    if hub["prompt"] not in rows.column_names:
+        raise ConfigError(f"{hub['path']} has no field {hub['prompt']!r} (fields: {', '.join(rows.column_names)}): "
+                          "fix dataset.hub.prompt")
+    prompts = []
+    for i, row in enumerate(rows):
+        text = row[hub["prompt"]]
+        if isinstance(text, list):  # multi-turn suites (MT-Bench, Spec-Bench): the first turn
+            text = text[0]
+        prompts.append({
+            "id": str(row[hub["id"]]) if hub.get("id") else str(i),
+            "category": str(row[hub["category"]]) if hub.get("category") else suite_name,
+            "messages": [{"role": "user", "content": hub.get("template", "{prompt}").format(prompt=text)}],
+        })
+    return prompts
