@@ -44,12 +44,13 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype) -> dict:
         else:
             draft = layer_skip_draft(target, cfg.draft.num_layers)
     eos = eos_ids_of(target, tokenizer)
-    runners = {"baseline": Decoder(target, create_strategy("baseline"), tokenizer, eos)}
+    kv = cfg.runtime.kv_cache
+    runners = {"baseline": Decoder(target, create_strategy("baseline"), tokenizer, eos, kv_cache=kv)}
     if name != "baseline":
-        runners[name] = Decoder(target, create_strategy(name, draft_model=draft, **options), tokenizer, eos)
+        runners[name] = Decoder(target, create_strategy(name, draft_model=draft, **options), tokenizer, eos, kv_cache=kv)
     if cfg.cache.name == "radix":
         runners[f"{name}+radix"] = Decoder(target, create_strategy(name, draft_model=draft, **options), tokenizer, eos,
-                                           prefix_cache=new_prefix_cache(cfg.cache))
+                                           prefix_cache=new_prefix_cache(cfg.cache), kv_cache=kv)
     for anchor in cfg.anchors:
         if anchor not in ANCHORS:
             raise ConfigError(f"unknown anchor {anchor!r}; known anchors: {', '.join(sorted(ANCHORS))}")

@@ -10,11 +10,20 @@ import torch
 from transformers import DynamicCache
 
 from specdec.errors import ConfigError
+from specdec.kv_cache import PreallocatedCache
+
+KV_CACHES = {"preallocated": PreallocatedCache, "dynamic": lambda config: DynamicCache(config=config)}
 
 
 class CachedModel:
-    def __init__(self, model: torch.nn.Module):
+    """`kv_cache` picks the cache: "preallocated" (specdec.kv_cache, rollback moves a pointer)
+    or "dynamic" (transformers' DynamicCache, for comparison)."""
+
+    def __init__(self, model: torch.nn.Module, kv_cache: str = "dynamic"):
+        if kv_cache not in KV_CACHES:
+            raise ConfigError(f"unknown runtime.kv_cache {kv_cache!r}: use {' or '.join(KV_CACHES)}")
         self.model = model
+        self.new_cache = KV_CACHES[kv_cache]
         self.device = next(model.parameters()).device
         self.cache = None
         self._can_keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -25,7 +34,7 @@ class CachedModel:
         return 0 if self.cache is None else self.cache.get_seq_length()
 
     def reset(self) -> None:
-        self.cache = DynamicCache(config=self.model.config)
+        self.cache = self.new_cache(self.model.config)
 
     def prefill(self, tokens: list[int], prefix_cache=None) -> tuple[torch.Tensor, int]:
         """Start a new sequence on `tokens`: the last logits (1, V), and how many tokens' KV

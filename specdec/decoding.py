@@ -66,11 +66,13 @@ class Decoder:
 
     `acceptance` overrides the acceptance rule (see specdec.verify); by default greedy match
     for greedy decoding and lossless rejection sampling otherwise. With a `prefix_cache`,
-    every model of the request prefills through it."""
+    every model of the request prefills through it. `kv_cache` ("preallocated" or "dynamic")
+    is the KV cache every model of the request uses."""
 
     def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None, acceptance=None,
-                 prefix_cache=None):
-        self.target = CachedModel(target_model)
+                 prefix_cache=None, kv_cache: str = "dynamic"):
+        self.target = CachedModel(target_model, kv_cache)
+        self.kv_cache = kv_cache
         self.prefix_cache = prefix_cache  # caching.prefix.PrefixCache, or None for no prefix caching
         self.strategy = strategy
         self.tokenizer = tokenizer
@@ -87,7 +89,7 @@ class Decoder:
         stop = StopCriteria(len(prompt_ids), config.max_new_tokens, self.eos_token_ids, config.stop_strings, self.tokenizer)
         rule = self.acceptance or default_rule(sampling)
         metrics = RequestMetrics(prompt_tokens=len(prompt_ids))
-        request = Request(list(prompt_ids), len(prompt_ids), sampling, generator, device, self.prefix_cache)
+        request = Request(list(prompt_ids), len(prompt_ids), sampling, generator, device, self.prefix_cache, self.kv_cache)
 
         sync(device)
         start = time.perf_counter()

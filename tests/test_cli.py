@@ -46,6 +46,7 @@ def test_custom_dataset_sampling_and_baseline_only(tmp_path):
     suite = tmp_path / "suite.jsonl"
     suite.write_text('{"prompt": "Hello there", "category": "greet"}\n{"prompt": "Write a loop", "id": "c1"}\n')
     run(f"dataset.path={suite}", "strategy=baseline", "generation.temperature=0.8", "generation.max_new_tokens=6",
+        "runtime.kv_cache=preallocated",
         "runtime.device=cpu", "runtime.seed=3", f"hydra.run.dir={tmp_path / 'out'}")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert list(summary) == ["baseline"] and summary["baseline"]["n_prompts"] == 2

@@ -18,10 +18,11 @@ class DraftModel(Strategy):
         if not isinstance(gamma, int) or gamma < 1:
             raise ConfigError(f"strategy.gamma must be an integer >= 1 (got {gamma!r}); use strategy=baseline for no drafting")
         self.gamma = gamma
-        self.draft = CachedModel(draft_model)
+        self.draft_model = draft_model
+        self.draft = None
 
     def begin(self, request: Request) -> None:
-        self.draft.reset()  # empty: the first proposal prefills it
+        self.draft = CachedModel(self.draft_model, request.kv_cache)  # empty: the first proposal prefills it
 
     def propose(self, request: Request, max_tokens: int) -> Proposal:
         k = min(self.gamma, max_tokens)
