@@ -1,8 +1,8 @@
 """Prefill from the radix cache, for every model a strategy runs (target and draft alike).
 
-Before prefill: match the longest cached prefix of the prompt (at most all but its last
-token, so the last one is always computed and gives fresh logits), load those KV segments
-into the model's cache and run only the rest. After the request: insert the prompt's KV
+Before prefill (`CachedModel.prefill` calls `load`): match the longest cached prefix of
+the prompt (at most all but its last token, so the last one is always computed and gives
+fresh logits) and load those KV segments into the model's cache; the model runs the rest. After the request: insert the prompt's KV
 (and the output's, with `store_output`) and release the locks taken at prefill.
 
 Each model has its own namespace (its identity plus an optional salt), so a draft never
@@ -32,22 +32,23 @@ class PrefixCache:
     def namespace(self, model: torch.nn.Module) -> str:
         return f"{model_identity(model)}|{self.salt}"
 
-    def prefill(self, cached_model, tokens: list[int]) -> tuple[torch.Tensor, int]:
-        """Start `cached_model` on `tokens`; returns the last logits (1, V) and how many tokens came from the cache."""
+    def load(self, cached_model, tokens: list[int]) -> int:
+        """Copy the longest cached prefix of `tokens` (all but the last token at most) into the
+        model's empty cache, locked until `release`; returns its length."""
         match = self.tree.match_prefix(tokens[:-1], self.namespace(cached_model.model))
         self.tree.lock(match.node)
-        self._held.append((cached_model, match.node))
-        cached_model.reset()
+        self._held.append((cached_model, match.node, match.length))
         if match.length:
             cached_model.load(KVSegment.concat(self.tree.segments(match.node)))
-        rest = torch.tensor(tokens[match.length :], device=cached_model.device)
-        return cached_model.forward(rest, last_only=True), match.length
+        return match.length
 
     def release(self, tokens: list[int], prompt_len: int) -> None:
-        """The request is over: store what it computed, then unlock what it used."""
-        for cached_model, node in self._held:
+        """The request is over: store what it computed (copying only what the tree lacked at
+        prefill), then unlock what it used."""
+        for cached_model, node, reused in self._held:
             length = min(cached_model.length, len(tokens) if self.store_output else prompt_len)
-            kv = KVSegment.from_cache(cached_model.cache, length)
-            self.tree.insert(tokens[:length], kv, self.namespace(cached_model.model))
+            if length > reused:
+                kv = KVSegment.from_cache(cached_model.cache, length, start=reused)
+                self.tree.insert(tokens[:length], kv, self.namespace(cached_model.model), start=reused)
             self.tree.unlock(node)
         self._held.clear()

@@ -103,18 +103,20 @@ class RadixTree:
         """The segments from the top down to `node`: together, the KV of its whole prefix."""
         return [n.segment for n in reversed(self._path_to_root(node)) if n.segment is not None]
 
-    def insert(self, tokens: Sequence[int], kv: Segment, namespace: str = "") -> int:
-        """Cache `tokens`, whose KV is `kv`, storing only the part not cached yet. Evicts to make
-        room; if room cannot be made, stores nothing. Returns how many tokens are now cached."""
+    def insert(self, tokens: Sequence[int], kv: Segment, namespace: str = "", start: int = 0) -> int:
+        """Cache `tokens`, storing only the part not cached yet. `kv` is the KV of tokens[start:]
+        (a caller that knows the first `start` tokens are cached need not copy their KV); if
+        fewer than `start` are cached, nothing is stored. Evicts to make room; if room cannot
+        be made, stores nothing. Returns how many tokens are now cached."""
         tokens = tuple(tokens)
         now = self._tick()
         namespace_root = self._namespaces.get(namespace)
         if namespace_root is None:
             namespace_root = self._namespaces[namespace] = Node(parent=self.root)
         node, cached = self._walk(namespace_root, tokens, now)
-        if cached == len(tokens):
+        if cached == len(tokens) or cached < start:
             return cached
-        suffix = kv.split(cached)[1] if cached else kv
+        suffix = kv.split(cached - start)[1] if cached > start else kv
         if not self._make_room(suffix.nbytes, keep=node):
             logger.debug("no room for %d bytes of %d tokens; stored nothing", suffix.nbytes, len(tokens) - cached)
             return cached

@@ -23,9 +23,9 @@ class KVSegment:
         return KVSegment(head), KVSegment(tail)
 
     @staticmethod
-    def from_cache(cache, length: int) -> "KVSegment":
-        """A copy of the first `length` tokens of a transformers cache."""
-        return KVSegment([(layer.keys[..., :length, :].clone(), layer.values[..., :length, :].clone())
+    def from_cache(cache, end: int, start: int = 0) -> "KVSegment":
+        """A copy of positions start..end-1 of a transformers cache."""
+        return KVSegment([(layer.keys[..., start:end, :].clone(), layer.values[..., start:end, :].clone())
                           for layer in cache.layers])
 
     @staticmethod

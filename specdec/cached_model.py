@@ -39,10 +39,9 @@ class CachedModel:
     def prefill(self, tokens: list[int], prefix_cache=None) -> tuple[torch.Tensor, int]:
         """Start a new sequence on `tokens`: the last logits (1, V), and how many tokens' KV
         came from the prefix cache (caching.prefix.PrefixCache) instead of being computed."""
-        if prefix_cache is not None:
-            return prefix_cache.prefill(self, tokens)
         self.reset()
-        return self.forward(torch.tensor(tokens, device=self.device), last_only=True), 0
+        cached = prefix_cache.load(self, tokens) if prefix_cache is not None else 0
+        return self.forward(torch.tensor(tokens[cached:], device=self.device), last_only=True), cached
 
     def load(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Copy a prefix's keys and values (one pair per layer) into the empty cache."""

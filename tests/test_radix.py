@@ -311,3 +311,16 @@ TestSmallBudget = SmallBudgetMachine.TestCase
 TestSmallBudget.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
 TestUnlimitedBudget = UnlimitedBudgetMachine.TestCase
 TestUnlimitedBudget.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+
+
+def test_insert_with_start_copies_only_the_new_part():
+    """A caller that knows a prefix is cached passes the KV of the rest only."""
+    tree = RadixTree(max_bytes=10_000)
+    tree.insert([1, 2, 3], ListSegment([1, 2, 3]))
+    assert tree.insert([1, 2, 3, 4, 5], ListSegment([4, 5]), start=3) == 5
+    assert tree.insert([1, 2, 3, 4, 5, 6], ListSegment([3, 4, 5, 6]), start=2) == 6  # more cached than start
+    assert tree.insert([7, 8, 9], ListSegment([9]), start=2) == 0  # a gap: nothing stored
+    match = tree.match_prefix([1, 2, 3, 4, 5, 6, 7])
+    assert match.length == 6
+    assert [t for seg in tree.segments(match.node) for t in seg.tokens] == [1, 2, 3, 4, 5, 6]
+    tree.check_invariants()
