@@ -35,6 +35,7 @@ class CachedModel:
 
     def reset(self) -> None:
         self.cache = self.new_cache(self.model.config)
+        self._croppable = self.cache.is_croppable  # asked once here, not at every rollback
 
     def prefill(self, tokens: list[int], prefix_cache=None) -> tuple[torch.Tensor, int]:
         """Start a new sequence on `tokens`: the last logits (1, V), and how many tokens' KV
@@ -62,7 +63,7 @@ class CachedModel:
         if extra < 0:
             raise ValueError(f"cannot roll back to {length} tokens: only {self.length} are cached")
         if extra:
-            if not self.cache.is_croppable:
+            if not self._croppable:
                 raise ConfigError(
                     f"{type(self.model).__name__}'s KV cache cannot be rolled back (sliding-window or "
                     "recurrent layers); speculative strategies need a model with full attention caches"

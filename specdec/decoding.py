@@ -119,7 +119,7 @@ class Decoder:
         verdict = rule(logits, proposal.tokens, proposal.probs, request.sampling, request.generator)
         self.target.rollback(len(request.tokens) + verdict.accepted)
         metrics.steps.append(Step(proposal.tokens.numel(), verdict.accepted))
-        reason = stop.extend(request.tokens, proposal.tokens[: verdict.accepted].tolist() + [verdict.next_token])
+        reason = stop.extend(request.tokens, verdict.tokens)
         if reason is None:
             self.strategy.on_commit(request, verdict.accepted)
         return reason

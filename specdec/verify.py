@@ -15,17 +15,22 @@ from specdec.sampling import SamplingParams, probabilities, sample
 
 @dataclass(frozen=True)
 class Verdict:
-    accepted: int  # how many draft tokens are kept, 0..k
-    next_token: int  # the target's own token after them
+    tokens: list[int]  # what to commit: the accepted draft tokens, then the target's own token
+
+    @property
+    def accepted(self) -> int:
+        return len(self.tokens) - 1
 
 
 def greedy_match(target_logits, draft_tokens, draft_probs, sampling, generator) -> Verdict:
     """Keep drafts while they equal the target's argmax; the argmax after them is the next token."""
-    choices = target_logits.argmax(dim=-1)
     k = draft_tokens.numel()
-    agree = (choices[:k] == draft_tokens).cumprod(dim=0)
-    n = int(agree.sum().item())
-    return Verdict(n, int(choices[n].item()))
+    both = torch.cat([target_logits.argmax(dim=-1), draft_tokens]).tolist()  # one device-to-host copy
+    choices, drafts = both[: k + 1], both[k + 1 :]
+    n = 0
+    while n < k and drafts[n] == choices[n]:
+        n += 1
+    return Verdict(choices[: n + 1])
 
 
 def rejection_sampling(target_logits, draft_tokens, draft_probs, sampling, generator) -> Verdict:
@@ -38,18 +43,19 @@ def rejection_sampling(target_logits, draft_tokens, draft_probs, sampling, gener
     p_x = p[rows, draft_tokens]
     q_x = draft_probs[rows, draft_tokens] if draft_probs is not None else torch.ones_like(p_x)
     r = torch.rand(k, generator=generator, device=p.device)
-    keep = (r * q_x < p_x).cumprod(dim=0)
-    n = int(keep.sum().item())
+    both = torch.cat([(r * q_x < p_x).long(), draft_tokens]).tolist()  # one device-to-host copy
+    passed, drafts = both[:k], both[k:]
+    n = passed.index(0) if 0 in passed else k
     if n == k:
-        return Verdict(n, int(sample(p[k], generator).item()))
+        return Verdict(drafts + [int(sample(p[k], generator).item())])
     if draft_probs is not None:
         residual = (p[n] - draft_probs[n]).clamp_min(0.0)
     else:
         residual = p[n].clone()
-        residual[draft_tokens[n]] = 0.0
+        residual[drafts[n]] = 0.0
     if residual.sum() <= 0:  # p == q up to rounding: the residual is empty, p itself is exact
         residual = p[n]
-    return Verdict(n, int(sample(residual / residual.sum(), generator).item()))
+    return Verdict(drafts[:n] + [int(sample(residual / residual.sum(), generator).item())])
 
 
 def default_rule(sampling: SamplingParams):

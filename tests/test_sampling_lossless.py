@@ -78,8 +78,8 @@ def resample_from_target_on_reject(target_logits, draft_tokens, draft_probs, sam
     for i in range(k):
         x = draft_tokens[i]
         if torch.rand(1, generator=generator).item() * draft_probs[i, x] >= p[i, x]:
-            return Verdict(i, int(sample(p[i], generator).item()))
-    return Verdict(k, int(sample(p[k], generator).item()))
+            return Verdict(draft_tokens[:i].tolist() + [int(sample(p[i], generator).item())])
+    return Verdict(draft_tokens.tolist() + [int(sample(p[k], generator).item())])
 
 
 SETTINGS = [SamplingParams(1.0, 0, 1.0), SamplingParams(0.8, 3, 0.9)]
