@@ -12,12 +12,14 @@ def _longest_shared(prompt: list[int], served: list[list[int]]) -> int:
 
 def order_by_longest_prefix(prompts: list[list[int]]) -> list[int]:
     """Indices of `prompts` in longest-prefix-match order (ties keep queue order)."""
-    waiting, served, order = list(range(len(prompts))), [], []
-    while waiting:
-        best = max(waiting, key=lambda i: (_longest_shared(prompts[i], served), -i))
-        waiting.remove(best)
-        served.append(prompts[best])
+    shared = {i: 0 for i in range(len(prompts))}  # waiting prompt -> tokens shared with one served
+    order = []
+    while shared:
+        best = max(shared, key=lambda i: (shared[i], -i))
+        del shared[best]
         order.append(best)
+        for i in shared:  # only the newly served prompt can raise a waiting prompt's match
+            shared[i] = max(shared[i], _longest_shared(prompts[i], [prompts[best]]))
     return order
 
 

@@ -11,6 +11,12 @@ from specdec.errors import ConfigError
 SUITES = Path(__file__).parent / "suites"
 
 
+def check_limit(limit: int | None) -> int | None:
+    if limit is not None and limit < 1:
+        raise ConfigError(f"dataset.limit must be >= 1 or null (got {limit})")
+    return limit
+
+
 def shipped_suites() -> list[str]:
     return sorted(str(p.relative_to(SUITES).with_suffix("")) for p in SUITES.rglob("*.jsonl"))
 
@@ -29,9 +35,7 @@ def load_prompts(path: str | None = None, limit: int | None = None, suite: str =
         raise ConfigError(f"cannot read {path} as JSON Lines ({e.__class__.__name__}: {e}): write one JSON object per line") from None
     if "prompt" not in rows.column_names and "messages" not in rows.column_names:
         raise ConfigError(f"{path} has no \"prompt\" field (fields: {', '.join(rows.column_names)}): add one string per line")
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"dataset.limit must be >= 1 or null (got {limit})")
+    if check_limit(limit) is not None:
         rows = rows.select(range(min(limit, len(rows))))
     prompts = []
     for i, row in enumerate(rows):

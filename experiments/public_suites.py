@@ -5,13 +5,12 @@ prompt, the category and the id. Offline they fail with one clear line, never a 
 
 from datasets import load_dataset
 
+from experiments.prompts import check_limit
 from specdec.errors import ConfigError
 
 
 def load_public_prompts(hub: dict, limit: int | None = None, suite_name: str = "public") -> list[dict]:
-    if limit is not None and limit < 1:
-        raise ConfigError(f"dataset.limit must be >= 1 or null (got {limit})")
-    split = hub["split"] if limit is None else f"{hub['split']}[:{limit}]"
+    split = hub["split"] if check_limit(limit) is None else f"{hub['split']}[:{limit}]"
     try:
         rows = load_dataset(hub["path"], hub.get("name"), data_files=hub.get("data_files"), split=split)
     except Exception as e:  # offline or unreachable hub: datasets raises many types
