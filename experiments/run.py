@@ -23,7 +23,7 @@ from experiments.table import format_summary
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
 from specdec.metrics import summarize
-from specdec.models import check_compatible, layer_skip_draft, load_model, resolve_device, resolve_dtype
+from specdec.models import decoding_model, load_draft, load_model, resolve_device, resolve_dtype
 from specdec.strategies import STRATEGIES, create_strategy
 
 log = logging.getLogger("experiments.run")
@@ -38,18 +38,17 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype) -> dict:
         create_strategy(name)
     draft = None
     if STRATEGIES[name].needs_draft_model:
-        if cfg.draft.name_or_path:
-            draft, draft_tokenizer = load_model(cfg.draft.name_or_path, device, dtype)
-            check_compatible(target, tokenizer, draft, draft_tokenizer)
-        else:
-            draft = layer_skip_draft(target, cfg.draft.num_layers)
+        draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, dtype,
+                           cfg.draft.get("head_tokens"))
+        draft = decoding_model(draft, cfg.runtime.linear, cfg.runtime.compile)
     eos = eos_ids_of(target, tokenizer)
     kv = cfg.runtime.kv_cache
-    runners = {"baseline": Decoder(target, create_strategy("baseline"), tokenizer, eos, kv_cache=kv)}
+    ours = decoding_model(target, cfg.runtime.linear, cfg.runtime.compile)  # `target` stays stock for the anchors
+    runners = {"baseline": Decoder(ours, create_strategy("baseline"), tokenizer, eos, kv_cache=kv)}
     if name != "baseline":
-        runners[name] = Decoder(target, create_strategy(name, draft_model=draft, **options), tokenizer, eos, kv_cache=kv)
+        runners[name] = Decoder(ours, create_strategy(name, draft_model=draft, **options), tokenizer, eos, kv_cache=kv)
     if cfg.cache.name == "radix":
-        runners[f"{name}+radix"] = Decoder(target, create_strategy(name, draft_model=draft, **options), tokenizer, eos,
+        runners[f"{name}+radix"] = Decoder(ours, create_strategy(name, draft_model=draft, **options), tokenizer, eos,
                                            prefix_cache=new_prefix_cache(cfg.cache), kv_cache=kv)
     for anchor in cfg.anchors:
         if anchor not in ANCHORS:

@@ -19,7 +19,7 @@ class CachedModel:
     """`kv_cache` picks the cache: "preallocated" (specdec.kv_cache, rollback moves a pointer)
     or "dynamic" (transformers' DynamicCache, for comparison)."""
 
-    def __init__(self, model: torch.nn.Module, kv_cache: str = "dynamic"):
+    def __init__(self, model: torch.nn.Module, kv_cache: str = "preallocated"):
         if kv_cache not in KV_CACHES:
             raise ConfigError(f"unknown runtime.kv_cache {kv_cache!r}: use {' or '.join(KV_CACHES)}")
         self.model = model

@@ -70,7 +70,7 @@ class Decoder:
     is the KV cache every model of the request uses."""
 
     def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None, acceptance=None,
-                 prefix_cache=None, kv_cache: str = "dynamic"):
+                 prefix_cache=None, kv_cache: str = "preallocated"):
         self.target = CachedModel(target_model, kv_cache)
         self.kv_cache = kv_cache
         self.prefix_cache = prefix_cache  # caching.prefix.PrefixCache, or None for no prefix caching

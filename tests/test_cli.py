@@ -1,4 +1,5 @@
-"""`python -m experiments.run` end to end with model=tiny-random: files, summary, sweeps, errors."""
+"""The entry points end to end with model=tiny-random: `experiments.run` (files, summary,
+sweeps, errors), `experiments.profile_step` and `experiments.train_draft` (with resume)."""
 
 import json
 import os
@@ -13,11 +14,11 @@ SUMMARY_FIELDS = {"n_prompts", "new_tokens", "tokens_per_s", "speedup", "mean_ac
                   "ttft_ms", "tpot_ms", "match_baseline"}
 
 
-def run(*overrides, check=True):
+def run(*overrides, check=True, module="experiments.run"):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     flags = [o for o in overrides if o.startswith("-")]  # hydra wants flags before overrides
     overrides = [o for o in overrides if not o.startswith("-")]
-    result = subprocess.run([sys.executable, "-m", "experiments.run", *flags, "model=tiny-random", *overrides],
+    result = subprocess.run([sys.executable, "-m", module, *flags, "model=tiny-random", *overrides],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
@@ -88,3 +89,32 @@ def test_bad_input_gives_a_clear_error(tmp_path, override, message):
     assert result.returncode == 2
     assert message in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_profile_step_writes_the_step_profile(tmp_path):
+    result = run("repeats=3", "warmup=1", "context_tokens=20", "verify_tokens=[2,4]", f"hydra.run.dir={tmp_path}",
+                 module="experiments.profile_step")
+    assert "decode step" in result.stdout
+    profile = json.loads((tmp_path / "step_profile.json").read_text())
+    for key in ("decode_ms", "hf_decode_ms", "linear_floor_ms"):
+        assert profile[key] > 0
+    assert set(profile["verify_ms"]) == set(profile["hf_verify_ms"]) == {"2", "4"}
+    assert set(profile["breakdown_ms"]["ours"]) == {"matrix products", "cache", "attention", "other"}
+
+
+def test_train_draft_trains_exports_and_resumes(tmp_path):
+    args = ["train.init_layers=[0,2]", "data.prompts=24", "data.max_new_tokens=6", "data.batch_size=8",
+            "train.held_out_share=0.3", "train.checkpoint_every=1", f"work_dir={tmp_path / 'work'}",
+            f"out_dir={tmp_path / 'draft'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    run(*args, module="experiments.train_draft")
+    meta = json.loads((tmp_path / "draft" / "specdec_draft.json").read_text())
+    assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
+    assert meta["data_sequences"] == 24 and meta["held_out_top1_after"] is not None
+    assert {"config.json", "model.safetensors", "tokens_by_frequency.json"} <= {p.name for p in (tmp_path / "draft").iterdir()}
+    data = (tmp_path / "work" / "data.jsonl").read_text()
+    again = run(*args, module="experiments.train_draft")  # resumes: no prompt answered twice, no step retrained
+    assert (tmp_path / "work" / "data.jsonl").read_text() == data
+    assert "resumed from" in again.stdout + again.stderr
+    run("dataset.limit=2", "generation.max_new_tokens=8", f"draft.name_or_path={tmp_path / 'draft'}",
+        "draft.head_tokens=64", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["draft"]["match_baseline"] == 1.0

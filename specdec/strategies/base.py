@@ -25,7 +25,7 @@ class Request:
     generator: torch.Generator | None
     device: torch.device
     prefix_cache: object = None  # caching.prefix.PrefixCache when cache=radix; models prefill through it
-    kv_cache: str = "dynamic"  # the KV cache kind every model of the request uses
+    kv_cache: str = "preallocated"  # the KV cache kind every model of the request uses
 
 
 @dataclass

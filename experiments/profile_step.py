@@ -1,0 +1,170 @@
+"""`python -m experiments.profile_step`: where the time of one decode step and of one verify
+pass goes, ours against `transformers`' stock model with its DynamicCache.
+
+In one process, after a warm-up and interleaved round by round, it times a 1-token decode
+step and k-token verify passes over `context_tokens` cached tokens (each followed by a
+rollback), for our runtime (runtime.kv_cache, runtime.linear, runtime.compile) and for the
+stock model, plus every linear layer of the model run once for one row: the floor that
+matrix products put under a step. A torch profile of one of our decode steps gives the
+breakdown. Writes step_profile.json into the Hydra run directory.
+"""
+
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from experiments.provenance import environment
+from specdec.cached_model import CachedModel
+from specdec.decoding import sync
+from specdec.errors import ConfigError
+from specdec.few_row_linear import FewRowLinear
+from specdec.models import decoding_model, load_model, resolve_device, resolve_dtype
+
+log = logging.getLogger("experiments.profile_step")
+
+# torch op name -> part of the step, for the breakdown (by op name, so approximate)
+PARTS = {
+    "matrix products": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul"),
+    "cache": ("aten::cat", "aten::copy_", "aten::index_copy_", "aten::slice_scatter", "aten::index_select"),
+    "attention": ("aten::_scaled_dot_product", "aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::where"),
+}
+
+
+def step_timer(cached: CachedModel, tokens: int, context: int):
+    """A function timing one pass over `tokens` new tokens after `context` cached ones."""
+    ids = torch.randint(0, cached.model.config.vocab_size, (tokens,), device=cached.device)
+
+    def run() -> float:
+        sync(cached.device)
+        start = time.perf_counter()
+        cached.forward(ids)
+        sync(cached.device)
+        elapsed = time.perf_counter() - start
+        cached.rollback(context)
+        return elapsed
+
+    return run
+
+
+def linear_floor_timer(model: torch.nn.Module, rows: int, layout: str):
+    """A function timing every linear layer of `model` once over `rows` rows."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    inputs = [torch.randn(rows, m.in_features, device=device, dtype=dtype) for m in linears]
+    few_rows = FewRowLinear.forward
+
+    @torch.inference_mode()
+    def run() -> float:
+        sync(device)
+        start = time.perf_counter()
+        for linear, x in zip(linears, inputs):
+            few_rows(linear, x) if layout == "few_rows" else F.linear(x, linear.weight, linear.bias)
+        sync(device)
+        return time.perf_counter() - start
+
+    return run
+
+
+def breakdown(cached: CachedModel, context: int, repeats: int = 10) -> dict:
+    """Milliseconds per decode step spent in each of PARTS, by the torch profiler."""
+    timer = step_timer(cached, 1, context)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            timer()
+    parts = dict.fromkeys([*PARTS, "other"], 0.0)
+    for event in prof.key_averages():
+        part = next((p for p, prefixes in PARTS.items() if event.key.startswith(prefixes)), "other")
+        parts[part] += event.self_cpu_time_total / 1000 / repeats
+    return {part: round(ms, 2) for part, ms in parts.items()}
+
+
+def summary(samples: list[float]) -> dict:
+    ms = sorted(s * 1000 for s in samples)
+    q = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
+    return {"median": round(q[1], 3), "p25": round(q[0], 3), "p75": round(q[2], 3)}
+
+
+def profile_step(cfg: DictConfig) -> dict:
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    ks = list(cfg.verify_tokens)
+    if cfg.context_tokens < 1 or cfg.repeats < 2 or not ks or min(ks) < 1:
+        raise ConfigError("context_tokens >= 1, repeats >= 2 and verify_tokens a non-empty list of integers >= 1")
+    device = resolve_device(cfg.runtime.device)
+    torch.manual_seed(cfg.runtime.seed)
+    stock, _ = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
+    context = torch.randint(0, stock.config.vocab_size, (cfg.context_tokens,), device=device)
+    ours = CachedModel(decoding_model(stock, cfg.runtime.linear, cfg.runtime.compile), cfg.runtime.kv_cache)
+    hf = CachedModel(stock, "dynamic")
+    for cached in (ours, hf):
+        cached.reset()
+        cached.forward(context)
+
+    timers = {("ours", k): step_timer(ours, k, cfg.context_tokens) for k in [1, *ks]}
+    timers.update({("hf", k): step_timer(hf, k, cfg.context_tokens) for k in [1, *ks]})
+    timers.update({("floor", layout): linear_floor_timer(stock, 1, layout) for layout in ("stock", "few_rows")})
+    for timer in timers.values():
+        for _ in range(cfg.warmup):
+            timer()
+    samples = {key: [] for key in timers}
+    for _ in tqdm(range(cfg.repeats), desc="rounds", unit="round"):
+        for key, timer in timers.items():  # interleaved: drift hits every measurement alike
+            samples[key].append(timer())
+    stats = {key: summary(values) for key, values in samples.items()}
+    floors = {layout: stats["floor", layout]["median"] for layout in ("stock", "few_rows")}
+    return {
+        "decode_ms": stats["ours", 1]["median"],
+        "verify_ms": {str(k): stats["ours", k]["median"] for k in ks},
+        "hf_decode_ms": stats["hf", 1]["median"],
+        "hf_verify_ms": {str(k): stats["hf", k]["median"] for k in ks},
+        "linear_floor_ms": min(floors.values()),
+        "linear_floor_ms_by_layout": floors,
+        "spread_ms": {f"{who}_{k}": s for (who, k), s in stats.items()},
+        "breakdown_ms": {"ours": breakdown(ours, cfg.context_tokens), "hf": breakdown(hf, cfg.context_tokens)},
+        "context_tokens": cfg.context_tokens,
+        "repeats": cfg.repeats,
+        "runtime": OmegaConf.to_container(cfg.runtime),
+    }
+
+
+def report(profile: dict) -> str:
+    d, floor = profile["decode_ms"], profile["linear_floor_ms"]
+    lines = [
+        f"decode step: ours {d:.1f} ms, transformers {profile['hf_decode_ms']:.1f} ms "
+        f"(x{profile['hf_decode_ms'] / d:.2f}); linear floor {floor:.1f} ms (decode / floor = {d / floor:.2f})",
+        "verify pass (k tokens): " + ", ".join(
+            f"k={k}: ours {ms:.1f} ms ({ms / d:.2f}x decode), transformers {profile['hf_verify_ms'][k]:.1f} ms"
+            for k, ms in profile["verify_ms"].items()),
+    ]
+    for who, parts in profile["breakdown_ms"].items():
+        lines.append(f"breakdown of a decode step, {who} (ms): " + ", ".join(f"{p} {ms}" for p, ms in parts.items()))
+    return "\n".join(lines)
+
+
+@hydra.main(config_path="../configs", config_name="profile_step", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        profile = profile_step(cfg)
+    except ConfigError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    profile["environment"] = environment(resolve_device(cfg.runtime.device))
+    (run_dir / "step_profile.json").write_text(json.dumps(profile, indent=2))
+    print(report(profile))
+    print(f"\nstep_profile.json in {run_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""`python -m experiments.train_draft`: distill a small draft from the target on the CPU.
+
+Recipe (self-distillation, as Medusa and EAGLE train on the target's own outputs):
+1. data: the target answers `data.prompts` training prompts (experiments.draft_data: built
+   from templates and the Python standard library, disjoint from every evaluation suite),
+   greedily, and a `data.sampled_share` of them by sampling; saved as data.jsonl.
+2. draft: the target's config with `train.num_layers` decoder layers, initialized from the
+   target layers `train.init_layers`; it shares (and never changes) the target's embedding
+   and tied LM head, so only its layers and final norm are trained and shipped.
+3. loss: cross-entropy on the target-generated answer tokens. On the greedy answers that is
+   exactly "predict the target's greedy choice", which is what greedy acceptance rewards.
+4. checkpoints every `train.checkpoint_every` steps into the work directory; a rerun with the
+   same work directory resumes (data generation skips answered prompts, training restarts
+   from the last checkpoint). The held-out agreement (draft top-1 == target token) is logged.
+5. export: bf16 safetensors + config.json + specdec_draft.json (training config, data hash,
+   held-out agreement) + tokens_by_frequency.json (for draft.head_tokens) into `out_dir`,
+   loadable by specdec.models.load_trained_draft.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from experiments.draft_data import check_disjoint, training_prompts
+from experiments.prompts import encode, load_prompts, shipped_suites
+from specdec.errors import ConfigError
+from specdec.models import decoding_model, load_model, new_draft, save_token_frequencies, save_trained_draft
+
+log = logging.getLogger("experiments.train_draft")
+
+
+def generate_data(cfg: DictConfig, target, tokenizer, path: Path) -> list[dict]:
+    """Answer every training prompt with the target (batched); resumes from `path`."""
+    prompts = training_prompts(cfg.data.prompts, cfg.seed)
+    evaluation = [m["content"] for suite in shipped_suites() for p in load_prompts(suite=suite) for m in p["messages"]]
+    check_disjoint([p["prompt"] for p in prompts], evaluation)
+    done = {}
+    if path.exists():
+        done = {row["id"]: row for row in map(json.loads, path.read_text().splitlines())}
+    rng = random.Random(cfg.seed)
+    for p in prompts:
+        p["input_ids"] = encode(tokenizer, [{"role": "user", "content": p["prompt"]}])
+        p["sampled"] = rng.random() < cfg.data.sampled_share
+    todo = sorted((p for p in prompts if p["id"] not in done), key=lambda p: (p["sampled"], len(p["input_ids"])))
+    fast = decoding_model(target)  # few-row products: a batch of answers is a few rows per step
+    eos = target.generation_config.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos if isinstance(eos, int) else eos[0]
+    with open(path, "a") as out, tqdm(total=len(prompts), initial=len(done), desc="answering", unit="prompt") as bar:
+        for start in range(0, len(todo), cfg.data.batch_size):
+            batch = todo[start : start + cfg.data.batch_size]
+            width = max(len(p["input_ids"]) for p in batch)
+            ids = torch.tensor([[pad] * (width - len(p["input_ids"])) + p["input_ids"] for p in batch])
+            mask = torch.tensor([[0] * (width - len(p["input_ids"])) + [1] * len(p["input_ids"]) for p in batch])
+            sampled = batch[0]["sampled"]  # batches never mix: sorted by (sampled, length)
+            with torch.inference_mode():
+                out_ids = fast.generate(ids, attention_mask=mask, max_new_tokens=cfg.data.max_new_tokens, pad_token_id=pad,
+                                        do_sample=sampled, temperature=cfg.data.temperature if sampled else None,
+                                        top_k=None, top_p=None)
+            for p, row in zip(batch, out_ids[:, width:].tolist()):
+                answer = []
+                for token in row:
+                    answer.append(token)
+                    if token in (eos if isinstance(eos, list) else [eos]):
+                        break
+                record = {"id": p["id"], "category": p["category"], "sampled": sampled,
+                          "prompt_ids": p["input_ids"], "answer_ids": answer}
+                done[p["id"]] = record
+                out.write(json.dumps(record) + "\n")
+            out.flush()
+            bar.update(len(batch))
+    return [done[p["id"]] for p in prompts]
+
+
+def batches(rows: list[dict], max_tokens: int, rng: random.Random) -> list[list[dict]]:
+    """Groups of similar length holding at most `max_tokens` padded tokens, in random order."""
+    rows = sorted(rows, key=lambda r: len(r["prompt_ids"]) + len(r["answer_ids"]))
+    groups, group = [], []
+    for row in rows:
+        length = len(row["prompt_ids"]) + len(row["answer_ids"])
+        if group and length * (len(group) + 1) > max_tokens:
+            groups.append(group)
+            group = []
+        group.append(row)
+    groups += [group] if group else []
+    rng.shuffle(groups)
+    return groups
+
+
+def answer_loss(draft, group: list[dict], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the draft on the answer tokens of a group, and its top-1 hits."""
+    seqs = [r["prompt_ids"] + r["answer_ids"] for r in group]
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    hidden = draft.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    rows, cols, labels = [], [], []
+    for i, r in enumerate(group):  # position t predicts token t + 1: only answer tokens are targets
+        first = len(r["prompt_ids"]) - 1
+        rows += [i] * len(r["answer_ids"])
+        cols += range(first, first + len(r["answer_ids"]))
+        labels += r["answer_ids"]
+    logits = draft.lm_head(hidden[rows, cols])
+    labels = torch.tensor(labels)
+    return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float()
+
+
+@torch.no_grad()
+def agreement(draft, rows: list[dict], pad: int, max_tokens: int) -> float | None:
+    """Share of held-out greedy answer tokens the draft predicts exactly (top-1)."""
+    if not rows:
+        return None
+    hits = torch.cat([answer_loss(draft, g, pad)[1] for g in batches(rows, max_tokens, random.Random(0))])
+    return hits.mean().item()
+
+
+def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path) -> dict:
+    rng = random.Random(cfg.seed)
+    held_out = [r for r in data if not r["sampled"] and rng.random() < cfg.train.held_out_share]
+    held_ids = {r["id"] for r in held_out}
+    rows = [r for r in data if r["id"] not in held_ids]
+    params = [p for p in draft.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=0.0)
+    epochs = [batches(rows, cfg.train.batch_tokens, random.Random(cfg.seed + e)) for e in range(cfg.train.epochs)]
+    plan = [g for epoch in epochs for g in epoch]
+    warmup = max(1, len(plan) // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1, (s + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / len(plan)))))
+    checkpoint, step, spent = work / "checkpoint.pt", 0, 0.0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        draft.load_state_dict(state["draft"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, spent = state["step"], state["seconds"]
+        log.info("resumed from %s at step %d of %d", checkpoint, step, len(plan))
+    before = agreement(draft, held_out, pad, cfg.train.batch_tokens) if step == 0 else None
+    draft.train()
+    start = time.perf_counter() - spent
+    with tqdm(total=len(plan), initial=step, desc="training", unit="step") as bar:
+        while step < len(plan) and time.perf_counter() - start < cfg.train.time_budget_min * 60:
+            loss, hits = answer_loss(draft, plan[step], pad)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{hits.mean().item():.3f}")
+            if step % cfg.train.checkpoint_every == 0 or step == len(plan):
+                trainable = {k: v for k, v in draft.state_dict().items() if k.startswith(("model.layers", "model.norm"))}
+                torch.save({"draft": trainable, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                            "step": step, "seconds": time.perf_counter() - start}, checkpoint)
+    draft.eval()
+    after = agreement(draft, held_out, pad, cfg.train.batch_tokens)
+    log.info("held-out top-1 agreement with the target: %.3f (before training %s)", after, before)
+    return {"steps": step, "planned_steps": len(plan), "train_minutes": round((time.perf_counter() - start) / 60, 1),
+            "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1_after": after}
+
+
+def train_draft(cfg: DictConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    target, tokenizer = load_model(cfg.model.name_or_path, torch.device("cpu"), torch.float32)
+    target.requires_grad_(False)
+    began = time.perf_counter()
+    data = generate_data(cfg, target, tokenizer, work / "data.jsonl")
+    data_minutes = (time.perf_counter() - began) / 60
+    draft = new_draft(target, list(cfg.train.init_layers))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    results = train(cfg, draft, data, pad, work)
+    data_hash = hashlib.sha256((work / "data.jsonl").read_bytes()).hexdigest()
+    meta = {"target": cfg.model.name_or_path, "config": OmegaConf.to_container(cfg, resolve=True),
+            "data_sha256": data_hash, "data_sequences": len(data),
+            "data_answer_tokens": sum(len(r["answer_ids"]) for r in data), "data_minutes": round(data_minutes, 1),
+            **results}
+    save_trained_draft(draft, Path(cfg.out_dir), meta)
+    save_token_frequencies([r["answer_ids"] for r in data], Path(cfg.out_dir))
+    return meta
+
+
+@hydra.main(config_path="../configs", config_name="train_draft", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        meta = train_draft(cfg)
+    except ConfigError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    print(json.dumps({k: v for k, v in meta.items() if k != "config"}, indent=2))
+    print(f"draft saved in {cfg.out_dir}; run dir {HydraConfig.get().runtime.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

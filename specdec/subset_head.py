@@ -1,0 +1,27 @@
+"""A draft LM head over the target's most frequent tokens only (as FR-Spec does).
+
+The head is the largest cost of a small draft: for SmolLM2-135M it is 28M of the 38M
+weights a 3-layer draft reads per token. Scoring only the `k` tokens the target emits
+most often reads k/V of it. The logits keep the full vocabulary's shape, with -inf
+outside the subset, so a strategy sees an ordinary draft that simply never proposes a
+rare token; verification stays lossless because the target still scores every token.
+"""
+
+import torch
+from torch import nn
+
+
+class SubsetHead(nn.Module):
+    """Logits (..., V) for the tokens `token_ids` (rows of `weight`), -inf elsewhere."""
+
+    def __init__(self, weight: torch.Tensor, token_ids: list[int]):
+        super().__init__()
+        self.vocab_size = weight.shape[0]
+        self.register_buffer("token_ids", torch.tensor(token_ids, device=weight.device), persistent=False)
+        self.scores = nn.Linear(weight.shape[1], len(token_ids), bias=False, device=weight.device, dtype=weight.dtype)
+        self.scores.weight = nn.Parameter(weight[self.token_ids].clone(), requires_grad=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        scores = self.scores(hidden)
+        logits = scores.new_full((*scores.shape[:-1], self.vocab_size), float("-inf"))
+        return logits.index_copy_(-1, self.token_ids, scores)

@@ -1,0 +1,64 @@
+"""runtime.linear=few_rows: the same products as nn.Linear, on a weight-sharing copy that
+leaves the original model stock, and the same greedy tokens end to end."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ARCHITECTURES, random_prompt, tiny
+
+from specdec import ConfigError, Decoder, GenerationConfig
+from specdec.few_row_linear import MAX_ROWS, FewRowLinear, few_row_linears
+from specdec.models import decoding_model, layer_skip_draft
+from specdec.strategies import create_strategy
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, MAX_ROWS, MAX_ROWS + 1, 70])
+def test_same_products_as_nn_linear(rows, bias):
+    torch.manual_seed(rows)
+    linear = torch.nn.Linear(48, 80, bias=bias)
+    fast = few_row_linears(torch.nn.Sequential(linear))[0]
+    assert isinstance(fast, FewRowLinear)
+    for shape in [(rows, 48), (1, rows, 48), (rows, 1, 48)]:
+        x = torch.randn(shape)
+        out = fast(x)
+        assert out.shape == (*shape[:-1], 80)
+        torch.testing.assert_close(out, F.linear(x, linear.weight, linear.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_copy_shares_weights_and_leaves_the_original_stock():
+    model = tiny("llama")
+    fast = decoding_model(model, "few_rows")
+    assert all(type(m) is not FewRowLinear for m in model.modules())
+    assert any(type(m) is FewRowLinear for m in fast.modules())
+    assert fast.state_dict().keys() == model.state_dict().keys()
+    for (name, a), (_, b) in zip(model.named_parameters(), fast.named_parameters()):
+        assert a is b, name
+    tied = [m.get_output_embeddings().weight is m.get_input_embeddings().weight for m in (model, fast)]
+    assert tied[0] == tied[1]
+    stock = decoding_model(model, "stock")
+    assert stock is not model and all(type(m) is not FewRowLinear for m in stock.modules())
+
+
+def test_unknown_layout_names_the_choices():
+    with pytest.raises(ConfigError, match="unknown runtime.linear 'fast'.*few_rows or stock"):
+        decoding_model(tiny("llama"), "fast")
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_same_greedy_tokens_as_the_stock_layout(arch):
+    target = tiny(arch)
+    fast = decoding_model(target, "few_rows")
+    rng = random.Random(arch)
+    for trial in range(4):
+        prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(5, 40))
+        for name, stock_options, fast_options in [
+            ("baseline", {}, {}),
+            ("draft", {"draft_model": layer_skip_draft(target, 1), "gamma": 3},
+             {"draft_model": decoding_model(layer_skip_draft(target, 1)), "gamma": 3}),
+        ]:
+            outputs = [Decoder(model, create_strategy(name, **options), eos_token_ids=set()).generate(prompt, config)
+                       for model, options in [(target, stock_options), (fast, fast_options)]]
+            assert outputs[0].token_ids == outputs[1].token_ids, (name, trial)

@@ -1,0 +1,115 @@
+"""The trained draft: built from target layers with the target's embedding borrowed, saved
+small and loaded back, lossless with the full and the subset head; the shipped checkpoint;
+training prompts disjoint from every evaluation suite."""
+
+import json
+import random
+
+import pytest
+import torch
+from conftest import random_prompt, tiny
+from transformers import AutoModelForCausalLM
+
+from experiments.draft_data import check_disjoint, training_prompts
+from experiments.prompts import load_prompts, shipped_suites
+from specdec import ConfigError, Decoder, GenerationConfig
+from specdec.models import (TRAINED_DRAFTS, load_draft, load_trained_draft, new_draft, save_token_frequencies,
+                            save_trained_draft)
+from specdec.strategies import create_strategy
+from specdec.subset_head import SubsetHead
+
+ARCHS = ["llama", "qwen2", "mistral"]
+
+
+def saved_draft(target, directory, init_layers=(0, 2)):
+    draft = new_draft(target, list(init_layers))
+    save_trained_draft(draft, directory, {"note": "test"})
+    rng = random.Random(0)
+    save_token_frequencies([[rng.randrange(256) for _ in range(50)] for _ in range(20)], directory)
+    return draft
+
+
+def test_new_draft_copies_layers_and_borrows_the_embedding():
+    target = tiny("llama")
+    draft = new_draft(target, [2, 0])
+    assert draft.get_input_embeddings() is target.get_input_embeddings()
+    assert draft.get_output_embeddings().weight is target.get_output_embeddings().weight
+    for layer, source in zip(draft.model.layers, [2, 0]):
+        for a, b in zip(layer.parameters(), target.model.layers[source].parameters()):
+            assert torch.equal(a, b) and a is not b
+    with pytest.raises(ConfigError, match="train.init_layers"):
+        new_draft(target, [0, 7])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_saved_draft_loads_back_without_the_borrowed_weights(arch, tmp_path):
+    target = tiny(arch)
+    draft = saved_draft(target, tmp_path)
+    loaded = load_trained_draft(tmp_path, target)
+    assert loaded.get_input_embeddings() is target.get_input_embeddings()
+    ids = torch.tensor([[1, 5, 9, 200]])
+    with torch.no_grad():
+        bf16 = {k: v.to(torch.bfloat16).float() for k, v in draft.state_dict().items()}
+        draft.load_state_dict(bf16)
+        torch.testing.assert_close(loaded(ids).logits, draft(ids).logits)
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path)  # a stock from_pretrained reads it too
+    assert torch.equal(plain.model.layers[0].mlp.up_proj.weight, loaded.model.layers[0].mlp.up_proj.weight.to(plain.dtype))
+    names = json.loads((tmp_path / "tokens_by_frequency.json").read_text())
+    assert len(names) == len(set(names)) <= 256
+
+
+def test_subset_head_scores_only_its_tokens():
+    weight = torch.randn(50, 8)
+    head = SubsetHead(weight, [3, 7, 11])
+    hidden = torch.randn(2, 4, 8)
+    logits = head(hidden)
+    assert logits.shape == (2, 4, 50)
+    torch.testing.assert_close(logits[..., [3, 7, 11]], hidden @ weight[[3, 7, 11]].T)
+    assert torch.isinf(logits[..., 0]).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("head_tokens", [None, 40])
+def test_greedy_output_with_a_trained_draft_equals_the_baseline(arch, head_tokens, tmp_path):
+    target = tiny(arch)
+    saved_draft(target, tmp_path)
+    draft = load_draft(str(tmp_path), None, target, None, "cpu", torch.float32, head_tokens)
+    assert isinstance(draft.lm_head, SubsetHead) == bool(head_tokens)
+    rng = random.Random(arch)
+    for _ in range(5):
+        prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(5, 30))
+        base = Decoder(target, create_strategy("baseline"), eos_token_ids=set()).generate(prompt, config)
+        out = Decoder(target, create_strategy("draft", draft_model=draft, gamma=4), eos_token_ids=set()).generate(prompt, config)
+        assert out.token_ids == base.token_ids
+
+
+def test_bad_draft_settings_name_the_fix(tmp_path, monkeypatch):
+    target = tiny("llama")
+    with pytest.raises(ConfigError, match="draft.head_tokens needs a trained draft"):
+        load_draft(None, 1, target, None, "cpu", torch.float32, head_tokens=100)
+    monkeypatch.setitem(TRAINED_DRAFTS, "missing-draft", tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="python -m experiments.train_draft"):
+        load_draft("missing-draft", None, target, None, "cpu", torch.float32)
+    saved_draft(tiny("llama", hidden_size=32), tmp_path / "narrow")
+    with pytest.raises(ConfigError, match="trained for another target"):
+        load_draft(str(tmp_path / "narrow"), None, target, None, "cpu", torch.float32)
+
+
+def test_shipped_draft_is_small_and_documented():
+    directory = TRAINED_DRAFTS["smollm2-135m-draft"]
+    size = sum(p.stat().st_size for p in directory.iterdir())
+    assert size <= 25 * 2**20
+    config = json.loads((directory / "config.json").read_text())
+    meta = json.loads((directory / "specdec_draft.json").read_text())
+    assert config["hidden_size"] == 576 and config["num_hidden_layers"] == len(meta["config"]["train"]["init_layers"])
+    assert len(meta["data_sha256"]) == 64 and meta["config"]["seed"] == 0
+
+
+def test_training_prompts_are_disjoint_from_every_evaluation_suite():
+    prompts = training_prompts(1200)  # configs/train_draft.yaml's data.prompts
+    assert len({p["prompt"] for p in prompts}) == 1200
+    assert {p["category"] for p in prompts} == {"chat", "code", "summarization", "qa", "math", "rewrite"}
+    evaluation = [m["content"] for suite in shipped_suites() for p in load_prompts(suite=suite) for m in p["messages"]]
+    check_disjoint([p["prompt"] for p in prompts], evaluation)
+    with pytest.raises(ValueError, match="overlaps"):
+        check_disjoint(["Please answer: " + evaluation[0]], evaluation)
