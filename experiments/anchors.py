@@ -28,10 +28,16 @@ class HFGenerate:
     """`transformers`' own `model.generate` (no assistant): the number to beat for the baseline."""
 
     name = "hf_generate"
+    mirrors = None  # the strategy whose settings this anchor copies, run once per such strategy
+    settings = ()  # the mirrored strategy's options this anchor uses (they name it: hf_assisted(gamma=4))
 
-    def __init__(self, model, tokenizer, eos_token_ids):
+    def __init__(self, model, tokenizer, eos_token_ids, **_):
         self.model, self.tokenizer, self.eos_token_ids = model, tokenizer, sorted(eos_token_ids)
         self.device = next(model.parameters()).device
+
+    def options(self) -> dict:
+        """generate() arguments that make this anchor what it is."""
+        return {}
 
     @torch.inference_mode()
     def generate(self, prompt_ids, config: GenerationConfig, seed: int | None = None) -> GenerationResult:
@@ -42,19 +48,55 @@ class HFGenerate:
             kwargs.update(stop_strings=list(config.stop_strings), tokenizer=self.tokenizer)
         torch.manual_seed(seed or 0)
         inputs = torch.tensor([list(prompt_ids)], device=self.device)
-        clock = _FirstTokenClock()
+        clock, forwards = _FirstTokenClock(), []
+        hook = self.model.register_forward_pre_hook(lambda *_: forwards.append(1))  # target passes, for mean_accepted
         sync(self.device)
         start = time.perf_counter()
-        out = self.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=config.max_new_tokens,
-                                  eos_token_id=self.eos_token_ids, pad_token_id=self.eos_token_ids[0], streamer=clock, **kwargs)
-        sync(self.device)
+        try:
+            out = self.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=config.max_new_tokens,
+                                      eos_token_id=self.eos_token_ids, pad_token_id=self.eos_token_ids[0], streamer=clock,
+                                      **kwargs, **self.options())
+            sync(self.device)
+        finally:
+            hook.remove()
         total = time.perf_counter() - start
         tokens = out[0, inputs.shape[1]:].tolist()
-        metrics = RequestMetrics(prompt_tokens=len(prompt_ids), new_tokens=len(tokens), target_forwards=len(tokens),
+        metrics = RequestMetrics(prompt_tokens=len(prompt_ids), new_tokens=len(tokens), target_forwards=len(forwards),
                                  ttft_s=(clock.first or time.perf_counter()) - start, total_s=total)
         reason = "eos" if tokens and tokens[-1] in self.eos_token_ids else "length"
         return GenerationResult(tokens, reason, metrics)
 
 
-ANCHORS = {HFGenerate.name: HFGenerate}
+class HFAssisted(HFGenerate):
+    """`transformers`' assisted generation with our draft model at our gamma, with a constant
+    draft length and no confidence threshold: the reference for strategy=draft."""
 
+    name = "hf_assisted"
+    mirrors = "draft"
+    settings = ("gamma",)
+
+    def __init__(self, model, tokenizer, eos_token_ids, draft=None, gamma: int = 4, **_):
+        super().__init__(model, tokenizer, eos_token_ids)
+        self.draft, self.gamma = draft, gamma
+
+    def options(self) -> dict:
+        return dict(assistant_model=self.draft, num_assistant_tokens=self.gamma,
+                    num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+
+
+class HFPromptLookup(HFGenerate):
+    """`transformers`' prompt lookup decoding with our settings: the reference for strategy=prompt_lookup."""
+
+    name = "hf_prompt_lookup"
+    mirrors = "prompt_lookup"
+    settings = ("max_ngram", "num_tokens")
+
+    def __init__(self, model, tokenizer, eos_token_ids, max_ngram: int = 3, num_tokens: int = 10, **_):
+        super().__init__(model, tokenizer, eos_token_ids)
+        self.max_ngram, self.num_tokens = max_ngram, num_tokens
+
+    def options(self) -> dict:
+        return dict(prompt_lookup_num_tokens=self.num_tokens, max_matching_ngram_size=self.max_ngram)
+
+
+ANCHORS = {anchor.name: anchor for anchor in (HFGenerate, HFAssisted, HFPromptLookup)}

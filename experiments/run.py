@@ -30,31 +30,54 @@ log = logging.getLogger("experiments.run")
 ORDERS = ("fifo", "longest_prefix")
 
 
-def build_runners(cfg: DictConfig, target, tokenizer, device, dtype) -> dict:
-    """name -> object with .generate(prompt_ids, GenerationConfig, seed); the baseline comes first."""
-    options = {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k != "name"}
-    name = cfg.strategy.name
-    if name not in STRATEGIES:  # before loading a draft model for nothing
-        create_strategy(name)
-    draft = None
-    if STRATEGIES[name].needs_draft_model:
-        draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, dtype,
-                           cfg.draft.get("head_tokens"))
-        draft = decoding_model(draft, cfg.runtime.linear, cfg.runtime.compile)
+def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies: dict[str, dict]) -> dict:
+    """label -> object with .generate(prompt_ids, GenerationConfig, seed), for the baseline
+    (first), each of `strategies` (label -> strategy config), their +radix twins with
+    cache=radix, and cfg.anchors (an anchor that mirrors a strategy, like hf_assisted for
+    draft, runs once per such strategy with its settings)."""
+    for options in strategies.values():  # unknown names fail before a draft model is loaded for nothing
+        if options["name"] not in STRATEGIES:
+            create_strategy(options["name"])
+    draft = stock_draft = None
+    if any(STRATEGIES[o["name"]].needs_draft_model for o in strategies.values()):
+        stock_draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, dtype,
+                                 cfg.draft.get("head_tokens"))
+        draft = decoding_model(stock_draft, cfg.runtime.linear, cfg.runtime.compile)
     eos = eos_ids_of(target, tokenizer)
     kv = cfg.runtime.kv_cache
     ours = decoding_model(target, cfg.runtime.linear, cfg.runtime.compile)  # `target` stays stock for the anchors
-    runners = {"baseline": Decoder(ours, create_strategy("baseline"), tokenizer, eos, kv_cache=kv)}
-    if name != "baseline":
-        runners[name] = Decoder(ours, create_strategy(name, draft_model=draft, **options), tokenizer, eos, kv_cache=kv)
-    if cfg.cache.name == "radix":
-        runners[f"{name}+radix"] = Decoder(ours, create_strategy(name, draft_model=draft, **options), tokenizer, eos,
-                                           prefix_cache=new_prefix_cache(cfg.cache), kv_cache=kv)
+
+    def decoder(options: dict, prefix_cache=None) -> Decoder:
+        strategy = create_strategy(options["name"], draft_model=draft, **{k: v for k, v in options.items() if k != "name"})
+        return Decoder(ours, strategy, tokenizer, eos, prefix_cache=prefix_cache, kv_cache=kv)
+
+    runners = {"baseline": decoder({"name": "baseline"})}
+    for label, options in strategies.items():
+        if options["name"] != "baseline":
+            runners[label] = decoder(options)
+        if cfg.cache.name == "radix":
+            runners[f"{label}+radix"] = decoder(options, new_prefix_cache(cfg.cache))
     for anchor in cfg.anchors:
         if anchor not in ANCHORS:
             raise ConfigError(f"unknown anchor {anchor!r}; known anchors: {', '.join(sorted(ANCHORS))}")
-        runners[anchor] = ANCHORS[anchor](target, tokenizer, eos)
+        runners.update(anchor_runners(ANCHORS[anchor], strategies, target, stock_draft, tokenizer, eos))
     return runners
+
+
+def anchor_runners(anchor, strategies: dict[str, dict], target, draft, tokenizer, eos) -> dict:
+    if anchor.mirrors is None:
+        return {anchor.name: anchor(target, tokenizer, eos)}
+    mirrored = [o for o in strategies.values() if o["name"] == anchor.mirrors]
+    if not mirrored:
+        raise ConfigError(f"anchor {anchor.name} mirrors strategy {anchor.mirrors!r}: run it too (strategy={anchor.mirrors})")
+    return {strategy_label(anchor.name, {k: o[k] for k in anchor.settings if k in o}):
+            anchor(target, tokenizer, eos, draft=draft, **o) for o in mirrored}
+
+
+def strategy_label(name: str, options: dict) -> str:
+    """`draft(gamma=4)`: a strategy (or anchor) name with the settings that tell runs apart."""
+    settings = ",".join(f"{k}={v}" for k, v in options.items() if k != "name")
+    return f"{name}({settings})" if settings else name
 
 
 def new_prefix_cache(cache_cfg: DictConfig) -> PrefixCache:
@@ -68,7 +91,24 @@ def check_cache_config(cache_cfg: DictConfig) -> None:
         raise ConfigError(f"unknown cache.order {cache_cfg.order!r}: use one of {', '.join(ORDERS)}")
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
+def previous_records(path: Path, runners: dict) -> list[dict]:
+    """The records of an interrupted run in the same directory, to resume it."""
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    unknown = {r["strategy"] for r in records} - set(runners)
+    if unknown:
+        raise ConfigError(f"{path} holds results of other runners ({', '.join(sorted(unknown))}): resume with the "
+                          "same settings, or choose a new hydra.run.dir")
+    log.info("resuming: %d results already in %s", len(records), path)
+    return records
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] | None = None) -> dict:
+    """Run the baseline, `strategies` (label -> strategy config; default cfg.strategy) and the
+    anchors on the prompts; a run directory with results.jsonl already in it is resumed."""
+    if strategies is None:
+        strategies = {cfg.strategy.name: OmegaConf.to_container(cfg.strategy)}
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     device = resolve_device(cfg.runtime.device)
@@ -83,7 +123,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         prompts = load_prompts(cfg.dataset.path, cfg.dataset.limit, cfg.dataset.suite)
     torch.manual_seed(cfg.runtime.seed)
     target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
-    runners = build_runners(cfg, target, tokenizer, device, dtype)
+    runners = build_runners(cfg, target, tokenizer, device, dtype, strategies)
     for p in prompts:
         p["input_ids"] = encode(tokenizer, p["messages"], cfg.dataset.chat_template)
         runners["baseline"].check(p["input_ids"], generation)  # every prompt fits, before any timing
@@ -102,9 +142,14 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
             runner.prefix_cache = new_prefix_cache(cfg.cache)
 
     records = {name: [] for name in runners}
-    with open(run_dir / "results.jsonl", "w") as out:
+    for record in previous_records(run_dir / "results.jsonl", runners):
+        records[record["strategy"]].append(record)
+    done = {(r["prompt_id"], name) for name, recs in records.items() for r in recs}
+    with open(run_dir / "results.jsonl", "a") as out:
         for i, p in enumerate(tqdm(prompts, desc="prompts", unit="prompt")):
             for name, runner in runners.items():  # interleaved, so machine drift hits every strategy alike
+                if (p["id"], name) in done:
+                    continue
                 result = runner.generate(p["input_ids"], generation, seed=cfg.runtime.seed + i)
                 record = {
                     "prompt_id": p["id"], "category": p["category"], "strategy": name,
@@ -117,6 +162,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
                 out.write(json.dumps(record) + "\n")
                 out.flush()
 
+    order = {p["id"]: i for i, p in enumerate(prompts)}
+    for recs in records.values():  # prompt order, so that every strategy lines up with the baseline
+        recs.sort(key=lambda r: order[r["prompt_id"]])
     summary = {name: summarize(recs, records["baseline"]) for name, recs in records.items()}
     for name, recs in records.items():
         categories = sorted({r["category"] for r in recs})

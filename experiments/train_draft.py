@@ -190,7 +190,7 @@ def train_draft(cfg: DictConfig) -> dict:
             "data_answer_tokens": sum(len(r["answer_ids"]) for r in data), "data_minutes": round(data_minutes, 1),
             **results}
     save_trained_draft(draft, Path(cfg.out_dir), meta)
-    save_token_frequencies([r["answer_ids"] for r in data], Path(cfg.out_dir))
+    save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, Path(cfg.out_dir))
     return meta
 
 

@@ -239,7 +239,10 @@ def load_trained_draft(directory: Path, target, head_tokens: int | None = None) 
     return draft
 
 
-def save_token_frequencies(sequences: list[list[int]], directory: Path) -> None:
-    """Token ids ordered by how often they occur in `sequences` (the target's answers), for SubsetHead."""
+def save_token_frequencies(sequences: list[list[int]], vocab_size: int, directory: Path) -> None:
+    """Every token id, those most frequent in `sequences` (the target's answers) first, then
+    the unseen ones by id (a BPE vocabulary numbers its merges from the most frequent), for SubsetHead."""
     counts = Counter(token for sequence in sequences for token in sequence)
-    (directory / TOKEN_FREQUENCIES).write_text(json.dumps([token for token, _ in counts.most_common()]))
+    seen = [token for token, _ in counts.most_common()]
+    ranked = seen + sorted(set(range(vocab_size)) - set(seen))
+    (directory / TOKEN_FREQUENCIES).write_text(json.dumps(ranked))

@@ -13,6 +13,7 @@ from specdec.strategies import create_strategy
 from specdec.tiny import tiny_random_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+torch.set_num_threads(1)  # tiny models gain nothing from threads, and a busy core stalls a thread pool
 
 ARCHITECTURES = ["llama", "qwen2", "gpt_neox", "mistral", "phi3", "gemma"]
 VOCAB = 258  # byte tokenizer: 256 bytes + <eos> + <pad>

@@ -118,3 +118,30 @@ def test_train_draft_trains_exports_and_resumes(tmp_path):
     run("dataset.limit=2", "generation.max_new_tokens=8", f"draft.name_or_path={tmp_path / 'draft'}",
         "draft.head_tokens=64", f"hydra.run.dir={tmp_path / 'eval'}")
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["draft"]["match_baseline"] == 1.0
+
+
+def test_bench_matrix_with_anchors_report_and_resume(tmp_path):
+    args = ["dataset.limit=3", "generation.max_new_tokens=10", "runtime.warmup=1", "cost_model_max_k=4",
+            "matrix=[{name:draft,gamma:2},{name:draft,gamma:3}]", "anchors=[hf_generate,hf_assisted]",
+            f"hydra.run.dir={tmp_path}"]
+    run(*args, module="experiments.bench")
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    strategies = {"baseline", "draft(gamma=2)", "draft(gamma=3)", "hf_generate", "hf_assisted(gamma=2)", "hf_assisted(gamma=3)"}
+    assert {r["strategy"] for r in rows} == strategies
+    assert {r["category"] for r in rows} >= {"all", "chat", "code"}
+    for row in rows:
+        assert {"tokens_per_s", "speedup", "mean_accepted"} <= set(row) and row["speedup"] > 0
+    assisted = [r for r in rows if r["strategy"] == "hf_assisted(gamma=2)" and r["category"] == "all"][0]
+    assert assisted["match_baseline"] == 1.0 and assisted["mean_accepted"] >= 1.0  # target passes counted
+    costs = json.loads((tmp_path / "cost_model.json").read_text())
+    assert set(costs["predicted_speedup"]) == {"draft(gamma=2)", "draft(gamma=3)"}
+    assert set(costs["costs"]["verify_ms"]) == {"1", "2", "3", "4"}
+    for name in ("bench.md", "bench.csv", "speedup_vs_gamma.png", "per_position_acceptance.png", "tokens_per_step.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    results = (tmp_path / "results.jsonl").read_text()
+    again = run(*args, module="experiments.bench")  # resumes: every prompt is done already
+    assert (tmp_path / "results.jsonl").read_text() == results and "resuming" in again.stdout + again.stderr
+    report = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path), "--out", str(tmp_path / "r")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert json.loads((tmp_path / "r" / "bench.json").read_text()) == json.loads((tmp_path / "bench.json").read_text())

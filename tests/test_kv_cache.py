@@ -18,13 +18,14 @@ from specdec.tiny import tiny_random_model
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_same_tokens_with_preallocated_and_dynamic_cache(arch):
+def test_every_strategy_gives_the_same_tokens_with_preallocated_and_dynamic_cache(arch):
     target = tiny(arch)
     rng = random.Random(arch)
     for trial in range(4):
         prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(5, 40))
         for name, options in [("baseline", {}), ("draft", {"draft_model": layer_skip_draft(target, 1), "gamma": 3}),
-                              ("draft", {"draft_model": target, "gamma": 5})]:
+                              ("draft", {"draft_model": target, "gamma": 5, "gamma_schedule": "heuristic"}),
+                              ("prompt_lookup", {"max_ngram": 2, "num_tokens": 4})]:
             outputs = [Decoder(target, create_strategy(name, **options), eos_token_ids=set(), kv_cache=kind)
                        .generate(prompt, config).token_ids for kind in ("dynamic", "preallocated")]
             assert outputs[0] == outputs[1], (name, trial)

@@ -1,0 +1,76 @@
+"""`python -m experiments.bench`: a matrix of strategies by prompt category, side by side with
+`transformers`' own generate, assisted generation and prompt lookup, in one process,
+interleaved prompt by prompt after a warm-up (experiments.run's loop, with every entry of
+`matrix` as a strategy). Then it times the forward passes the cost model needs and writes
+bench.json / bench.md / bench.csv, cost_model.json and the plots (experiments.report).
+An interrupted bench resumes when rerun with the same hydra.run.dir."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.cost_model import best_gamma, measure_costs, predict_speedup
+from experiments.report import load_run, markdown, write_report
+from experiments.run import run_experiment, strategy_label
+from specdec.errors import ConfigError
+from specdec.metrics import summarize
+from specdec.models import decoding_model, load_draft, load_model, resolve_device, resolve_dtype
+from specdec.strategies import STRATEGIES
+
+log = logging.getLogger("experiments.bench")
+
+
+def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> dict:
+    """Measured forward costs, and each strategy's predicted speedup and best gamma."""
+    records = load_run(run_dir)
+    device = resolve_device(cfg.runtime.device)
+    target, tokenizer = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
+    draft = None
+    if any(STRATEGIES[o["name"]].needs_draft_model for o in strategies.values()):
+        draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, target.dtype,
+                           cfg.draft.get("head_tokens"))
+        draft = decoding_model(draft, cfg.runtime.linear, cfg.runtime.compile)
+    baseline = records["baseline"]
+    context = round(sum(r["prompt_tokens"] + r["new_tokens"] / 2 for r in baseline) / len(baseline))
+    costs = measure_costs(decoding_model(target, cfg.runtime.linear, cfg.runtime.compile), draft, cfg.runtime.kv_cache,
+                          context, cfg.cost_model_max_k)
+    result = {"costs": costs, "predicted_speedup": {}, "best_gamma": {}}
+    for label, options in strategies.items():
+        recs = records[label]
+        summary = summarize(recs, baseline)
+        uses_draft = STRATEGIES[options["name"]].needs_draft_model
+        acceptance = summary["per_position_acceptance"]
+        result["predicted_speedup"][label] = predict_speedup(recs, baseline, acceptance, costs, uses_draft)
+        result["best_gamma"][label] = best_gamma(recs, baseline, acceptance, costs, uses_draft)
+        log.info("cost model, %s: predicted speedup %.3f, measured %.3f; best gamma %d (predicted %.3f)", label,
+                 result["predicted_speedup"][label], summary["speedup"], *result["best_gamma"][label])
+    return result
+
+
+@hydra.main(config_path="../configs", config_name="bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    strategies = {strategy_label(o["name"], o): o for o in OmegaConf.to_container(cfg.matrix)}
+    try:
+        if not strategies:
+            raise ConfigError("matrix is empty: list strategies, e.g. matrix='[{name: draft, gamma: 4}]'")
+        if cfg.runtime.threads:
+            torch.set_num_threads(cfg.runtime.threads)
+        run_experiment(cfg, run_dir, strategies)
+        (run_dir / "cost_model.json").write_text(json.dumps(cost_model(cfg, run_dir, strategies), indent=2))
+    except ConfigError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    rows = write_report([run_dir], run_dir)
+    print(markdown([r for r in rows if r["category"] == "all"]))
+    print(f"bench.json, bench.md, bench.csv and plots in {run_dir}")
+
+
+if __name__ == "__main__":
+    main()
