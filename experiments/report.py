@@ -81,7 +81,7 @@ def plot(rows: list[dict], records: dict[str, list[dict]], out: Path) -> list[Pa
     for row in everything:
         gamma = gamma_of(row["strategy"])
         if gamma is not None and row["speedup"] is not None:
-            families.setdefault(f"{row['run']}: {row['strategy'].split('(')[0]}", []).append((gamma, row["speedup"]))
+            families.setdefault(_label(row["run"], row["strategy"].split("(")[0]), []).append((gamma, row["speedup"]))
     for family, points in sorted(families.items()):
         ax.plot(*zip(*sorted(points)), marker="o", label=family)
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
@@ -94,20 +94,26 @@ def plot(rows: list[dict], records: dict[str, list[dict]], out: Path) -> list[Pa
     for row in everything:
         if row["per_position_acceptance"]:
             acc = row["per_position_acceptance"]
-            ax.plot(range(1, len(acc) + 1), acc, marker="o", label=f"{row['run']}: {row['strategy']}")
+            ax.plot(range(1, len(acc) + 1), acc, marker="o", label=_label(row["run"], row["strategy"]))
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(xlabel="draft position", ylabel="P(accepted | previous accepted)", title="Per-position acceptance", ylim=(0, 1))
     ax.legend(fontsize=7)
     paths.append(_save(fig, out / "per_position_acceptance.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for strategy, recs in records.items():
-        counts = tokens_per_step(recs)
-        if counts and strategy != "baseline":
-            ax.hist(counts, bins=range(1, max(counts) + 2), alpha=0.5, label=strategy, align="left")
-    ax.set(xlabel="tokens committed per target pass", ylabel="steps", title="Tokens per step")
-    ax.legend(fontsize=7)
+    counts = {name: tokens_per_step(recs) for name, recs in records.items() if name != "baseline"}
+    counts = {name: c for name, c in counts.items() if c}  # anchors record no steps
+    if counts:
+        top = max(max(c) for c in counts.values())
+        ax.hist(list(counts.values()), bins=range(1, top + 2), density=True, label=list(counts), align="left")
+        ax.legend(fontsize=7)
+    ax.set(xlabel="tokens committed per target pass", ylabel="share of steps", title="Tokens per step")
     paths.append(_save(fig, out / "tokens_per_step.png"))
     return paths
+
+
+def _label(run: str, strategy: str) -> str:
+    return f"{run}: {strategy}" if run else strategy
 
 
 def _save(fig, path: Path) -> Path:
