@@ -180,7 +180,10 @@ def train_draft(cfg: DictConfig) -> dict:
     target.requires_grad_(False)
     began = time.perf_counter()
     data = generate_data(cfg, target, tokenizer, work / "data.jsonl")
-    data_minutes = (time.perf_counter() - began) / 60
+    spent = work / "data_seconds.txt"  # summed over resumed runs, so the reported time is the whole job's
+    seconds = time.perf_counter() - began + (float(spent.read_text()) if spent.exists() else 0.0)
+    spent.write_text(str(seconds))
+    data_minutes = seconds / 60
     draft = new_draft(target, list(cfg.train.init_layers))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     results = train(cfg, draft, data, pad, work)

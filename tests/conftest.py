@@ -33,6 +33,14 @@ def decode_with(model, strategy_name: str, prompt, config: GenerationConfig, eos
     return decoder.generate(prompt, config, seed=seed)
 
 
+def baseline_and_eos(model, prompt, config: GenerationConfig, trial: int):
+    """(baseline output, EOS set): on odd trials an EOS the output really meets (a token from
+    the middle of the EOS-free output), on even ones the model's own EOS."""
+    free = decode_with(model, "baseline", prompt, config, eos=set())
+    eos = {free.token_ids[len(free.token_ids) // 2]} if trial % 2 else {model.config.eos_token_id}
+    return decode_with(model, "baseline", prompt, config, eos=eos), eos
+
+
 def hf_greedy(model, prompt, max_new_tokens: int, eos: int) -> list[int]:
     inputs = torch.tensor([prompt])
     out = model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False,

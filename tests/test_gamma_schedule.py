@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import decode_with, random_prompt, tiny
+from conftest import baseline_and_eos, decode_with, random_prompt, tiny
 from omegaconf import OmegaConf
 from test_greedy_lossless import drafts_for
 from test_sampling_lossless import DRAFT, NEW_TOKENS, SETTINGS, TARGET, exact_distribution, p_value, sample_counts
@@ -41,9 +41,7 @@ def test_dynamic_draft_length_equals_baseline(arch):
     for trial in range(4):
         prompt = random_prompt(rng)
         config = GenerationConfig(max_new_tokens=rng.randint(1, 30))
-        base = decode_with(target, "baseline", prompt, config, eos=set())
-        eos = {base.token_ids[len(base.token_ids) // 2]} if trial % 2 else {target.config.eos_token_id}
-        base = decode_with(target, "baseline", prompt, config, eos=eos)
+        base, eos = baseline_and_eos(target, prompt, config, trial)
         for name, draft in drafts.items():
             for gamma, schedule, threshold in VARIANTS:
                 out = decode_with(target, "draft", prompt, config, eos=eos, draft_model=draft, gamma=gamma,

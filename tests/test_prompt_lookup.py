@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from conftest import ARCHITECTURES, decode_with, tiny
+from conftest import ARCHITECTURES, baseline_and_eos, decode_with, tiny
 from test_sampling_lossless import NEW_TOKENS, PROMPT, SETTINGS, TARGET, exact_distribution, p_value, sample_counts
 
 from specdec import Decoder, GenerationConfig
@@ -48,10 +48,7 @@ def test_greedy_prompt_lookup_equals_baseline(arch):
     for trial in range(8):
         prompt = repetitive_prompt(rng)
         config = GenerationConfig(max_new_tokens=rng.randint(1, 30))
-        base = decode_with(target, "baseline", prompt, config, eos=set())
-        # an EOS that the output really meets, taken from the middle of the baseline's output
-        eos = {base.token_ids[len(base.token_ids) // 2]} if trial % 2 else {target.config.eos_token_id}
-        base = decode_with(target, "baseline", prompt, config, eos=eos)
+        base, eos = baseline_and_eos(target, prompt, config, trial)
         for max_ngram, num_tokens in SETTINGS_GRID:
             out = decode_with(target, "prompt_lookup", prompt, config, eos=eos, max_ngram=max_ngram, num_tokens=num_tokens)
             assert out.token_ids == base.token_ids, (max_ngram, num_tokens, prompt)
