@@ -1,6 +1,7 @@
 """Reference implementations timed beside our strategies: same prompts, same settings,
 same record format, so the comparison is fair."""
 
+import copy
 import time
 
 import torch
@@ -77,11 +78,16 @@ class HFAssisted(HFGenerate):
 
     def __init__(self, model, tokenizer, eos_token_ids, draft=None, gamma: int = 4, **_):
         super().__init__(model, tokenizer, eos_token_ids)
-        self.draft, self.gamma = draft, gamma
+        self.draft = draft
+        # transformers reads the draft length, schedule and threshold from the ASSISTANT's generation
+        # config (generate() arguments of those names are ignored), so each anchor brings its own
+        self.assistant_config = copy.deepcopy(draft.generation_config)
+        self.assistant_config.update(num_assistant_tokens=gamma, num_assistant_tokens_schedule="constant",
+                                     assistant_confidence_threshold=0.0)
 
     def options(self) -> dict:
-        return dict(assistant_model=self.draft, num_assistant_tokens=self.gamma,
-                    num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+        self.draft.generation_config = self.assistant_config  # the draft module is shared by the gamma variants
+        return dict(assistant_model=self.draft)
 
 
 class HFPromptLookup(HFGenerate):

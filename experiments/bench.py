@@ -38,8 +38,9 @@ def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> d
         draft = decoding_model(draft, cfg.runtime.linear, cfg.runtime.compile)
     baseline = records["baseline"]
     context = round(sum(r["prompt_tokens"] + r["new_tokens"] / 2 for r in baseline) / len(baseline))
+    longest = max((p for recs in records.values() for r in recs for p in r["proposed_per_step"]), default=0)
     costs = measure_costs(decoding_model(target, cfg.runtime.linear, cfg.runtime.compile), draft, cfg.runtime.kv_cache,
-                          context, cfg.cost_model_max_k)
+                          context, max(cfg.cost_model_max_k, longest + 1))  # every verify size the run used
     result = {"costs": costs, "predicted_speedup": {}, "best_gamma": {}}
     for label, options in strategies.items():
         recs = records[label]

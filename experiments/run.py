@@ -48,7 +48,8 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies:
     ours = decoding_model(target, cfg.runtime.linear, cfg.runtime.compile)  # `target` stays stock for the anchors
 
     def decoder(options: dict, prefix_cache=None) -> Decoder:
-        strategy = create_strategy(options["name"], draft_model=draft, **{k: v for k, v in options.items() if k != "name"})
+        strategy = create_strategy(options["name"], draft_model=draft, target_model=ours,
+                                   **{k: v for k, v in options.items() if k != "name"})
         return Decoder(ours, strategy, tokenizer, eos, prefix_cache=prefix_cache, kv_cache=kv)
 
     runners = {"baseline": decoder({"name": "baseline"})}
@@ -133,18 +134,19 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
     (run_dir / "run_info.json").write_text(json.dumps(
         {"config": OmegaConf.to_container(cfg, resolve=True), **environment(device)}, indent=2))
 
-    warmup = GenerationConfig(**{**vars(generation), "max_new_tokens": min(16, generation.max_new_tokens)})
-    for p in prompts[: cfg.runtime.warmup]:
-        for runner in runners.values():
-            runner.generate(p["input_ids"], warmup, seed=cfg.runtime.seed)
-    for runner in runners.values():  # measure with a cold prefix cache, not one warmed by the warm-up
-        if getattr(runner, "prefix_cache", None) is not None:
-            runner.prefix_cache = new_prefix_cache(cfg.cache)
-
     records = {name: [] for name in runners}
     for record in previous_records(run_dir / "results.jsonl", runners):
         records[record["strategy"]].append(record)
     done = {(r["prompt_id"], name) for name, recs in records.items() for r in recs}
+    if len(done) < len(prompts) * len(runners):  # no warm-up when a resumed run has nothing left to time
+        warmup = GenerationConfig(**{**vars(generation), "max_new_tokens": min(16, generation.max_new_tokens)})
+        for p in prompts[: cfg.runtime.warmup]:
+            for runner in runners.values():
+                runner.generate(p["input_ids"], warmup, seed=cfg.runtime.seed)
+        for runner in runners.values():  # measure with a cold prefix cache, not one warmed by the warm-up
+            if getattr(runner, "prefix_cache", None) is not None:
+                runner.prefix_cache = new_prefix_cache(cfg.cache)
+
     with open(run_dir / "results.jsonl", "a") as out:
         for i, p in enumerate(tqdm(prompts, desc="prompts", unit="prompt")):
             for name, runner in runners.items():  # interleaved, so machine drift hits every strategy alike
