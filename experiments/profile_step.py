@@ -18,7 +18,6 @@ from pathlib import Path
 
 import hydra
 import torch
-import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -27,8 +26,13 @@ from experiments.provenance import environment
 from specdec.cached_model import CachedModel
 from specdec.decoding import sync
 from specdec.errors import ConfigError
-from specdec.few_row_linear import FewRowLinear
-from specdec.models import decoding_model, load_model, resolve_device, resolve_dtype
+from specdec.models import (
+    LINEAR_LAYOUTS,
+    decoding_model,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
 
 log = logging.getLogger("experiments.profile_step")
 
@@ -56,20 +60,19 @@ def step_timer(cached: CachedModel, tokens: int, context: int):
     return run
 
 
-def linear_floor_timer(model: torch.nn.Module, rows: int, layout: str):
-    """A function timing every linear layer of `model` once over `rows` rows."""
+def linear_floor_timer(model: torch.nn.Module, rows: int):
+    """A function timing every linear layer of `model` (as laid out by decoding_model) once over `rows` rows."""
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     inputs = [torch.randn(rows, m.in_features, device=device, dtype=dtype) for m in linears]
-    few_rows = FewRowLinear.forward
 
     @torch.inference_mode()
     def run() -> float:
         sync(device)
         start = time.perf_counter()
         for linear, x in zip(linears, inputs):
-            few_rows(linear, x) if layout == "few_rows" else F.linear(x, linear.weight, linear.bias)
+            linear(x)
         sync(device)
         return time.perf_counter() - start
 
@@ -113,7 +116,7 @@ def profile_step(cfg: DictConfig) -> dict:
 
     timers = {("ours", k): step_timer(ours, k, cfg.context_tokens) for k in [1, *ks]}
     timers.update({("hf", k): step_timer(hf, k, cfg.context_tokens) for k in [1, *ks]})
-    timers.update({("floor", layout): linear_floor_timer(stock, 1, layout) for layout in ("stock", "few_rows")})
+    timers.update({("floor", layout): linear_floor_timer(decoding_model(stock, layout), 1) for layout in LINEAR_LAYOUTS})
     for timer in timers.values():
         for _ in range(cfg.warmup):
             timer()
@@ -122,7 +125,7 @@ def profile_step(cfg: DictConfig) -> dict:
         for key, timer in timers.items():  # interleaved: drift hits every measurement alike
             samples[key].append(timer())
     stats = {key: summary(values) for key, values in samples.items()}
-    floors = {layout: stats["floor", layout]["median"] for layout in ("stock", "few_rows")}
+    floors = {layout: stats["floor", layout]["median"] for layout in LINEAR_LAYOUTS}
     return {
         "decode_ms": stats["ours", 1]["median"],
         "verify_ms": {str(k): stats["ours", k]["median"] for k in ks},

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from specdec.machine import cpu_name
+
 
 def git_commit() -> str:
     repo = Path(__file__).resolve().parent.parent
@@ -19,17 +21,6 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def device_name(device: torch.device) -> str:

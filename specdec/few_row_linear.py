@@ -1,38 +1,116 @@
 """Linear layers laid out for the few rows that decoding feeds them on a CPU.
 
-A decode step multiplies every weight by 1 row and a verify pass by a few. On the CPU,
-`F.linear` sends 1 row to a matrix-vector kernel and 2 to 32 rows to a layout that runs
-at a fraction of the memory bandwidth, while `W @ x.T` over 2 or more columns runs a
-matrix-matrix kernel at full speed (SmolLM2-135M, every linear once, 2 cores: 1 row
-31.6 ms with `F.linear`, 16.5 ms as `W @ [x, x].T`; 4 rows 48.0 ms against 17.8 ms).
-`few_row_linears(model)` returns a copy of the model that shares every weight and whose
-`nn.Linear` layers take that route; the model you passed is left as it was, so the
-switch is reversible by using the original (`runtime.linear=stock`).
+A decode step multiplies every weight by 1 row and a verify pass by a few. Which kernel runs
+fastest for so few rows depends on the CPU and its BLAS, the matrix shape and the row count.
+Measured on two machines of this project (2 cores, SmolLM2-135M's matrices):
+- AMD EPYC: `F.linear` sends 1 row to a matrix-vector kernel and 2 to 32 rows to a slow
+  path, while `W @ x.T` over 2 or more columns runs near memory bandwidth (every linear of
+  the model: 1 row 31.6 ms with `F.linear`, 16.5 ms as `W @ [x, x].T`; 4 rows 48.0 against
+  17.8 ms).
+- Intel Xeon (AVX-512, MKL): `F.linear` costs about the same for 1 to 3 rows and twice that
+  from 4 rows on; `W @ [x, x].T` costs twice `F.linear` for 1 row; `x @ W.T` with W.T
+  stored contiguous is the fastest from 4 rows (4 rows of the 1536 x 576 matrices: 8.6 ms
+  against 10.1 with `F.linear`; 4 rows of 576 x 576: 6.1 against 18.2).
+
+So the layout is chosen by measurement: `runtime.linear=auto` times the candidate products
+for every weight shape at a ladder of row counts, once per process, over all the model's
+weights of that shape in a row (as a forward pass streams them), and each layer then
+dispatches on the number of rows it is given. `few_rows` always takes `W @ x.T` (the AMD
+choice) and `stock` keeps `nn.Linear`. Every layout returns the same products up to float
+rounding, on a copy of the model that shares its weights: the model you passed stays as it was.
 """
 
 import copy
+import json
+import logging
+import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-MAX_ROWS = 32  # measured: W @ x.T is as fast or faster than F.linear up to here, slower at 64
+from specdec.machine import cache_root, cpu_name
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS = 32  # above this, F.linear's matrix-matrix kernel is the right one everywhere
+LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # row counts timed by `auto`; others use the rung below
+# F.linear; W @ x.T; W @ [x, x].T (1 row only); x @ W.T with W.T stored contiguous (a copy of W)
+PRODUCTS = ("linear", "columns", "two_columns", "transposed")
+
+
+def product(method: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+            weight_t: torch.Tensor | None = None) -> torch.Tensor:
+    """x (rows, in) @ weight.T + bias by one of PRODUCTS (`weight_t`: weight.T, contiguous)."""
+    if method == "linear":
+        return F.linear(x, weight, bias)
+    if method == "transposed":
+        return torch.addmm(bias, x, weight_t) if bias is not None else x @ weight_t
+    rows = x.shape[0]
+    flat = x.contiguous()  # rows in memory order: the fast kernel's layout
+    if method == "two_columns":
+        flat = flat.repeat(2, 1)  # two columns take the matrix-matrix kernel
+    out = (weight @ flat.T).T[:rows]
+    return out + bias if bias is not None else out
 
 
 class FewRowLinear(nn.Linear):
-    """nn.Linear whose CPU products over at most MAX_ROWS rows run as `W @ x.T`."""
+    """nn.Linear whose CPU products over at most MAX_ROWS rows follow `plan` (one PRODUCTS entry
+    per row count 1..MAX_ROWS); no plan means `W @ x.T` (two columns for 1 row)."""
+
+    plan: tuple[str, ...] | None = None
+    weight_t: torch.Tensor | None = None  # a contiguous copy of weight.T, when the plan uses it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         if x.device.type != "cpu" or rows > MAX_ROWS:
             return F.linear(x, self.weight, self.bias)
-        flat = x.reshape(rows, self.in_features).contiguous()  # rows in memory order: the fast kernel's layout
-        if rows == 1:
-            flat = flat.repeat(2, 1)  # two columns take the matrix-matrix kernel: twice as fast as one
-        out = (self.weight @ flat.T).T[:rows]
-        if self.bias is not None:
-            out = out + self.bias
+        method = self.plan[rows - 1] if self.plan else "two_columns" if rows == 1 else "columns"
+        out = product(method, x.reshape(rows, self.in_features), self.weight, self.bias, self.weight_t)
         return out.reshape(*x.shape[:-1], self.out_features)
+
+
+PLANS_FILE = "linear_plans.json"  # in specdec's cache directory: measured once per CPU, torch and shape
+
+
+def measured_plan(weights: list[torch.Tensor], transposed: list[torch.Tensor]) -> tuple[str, ...]:
+    """The fastest product for each row count 1..MAX_ROWS over these same-shaped weights, run
+    one after another as a forward pass runs them (so a large model streams them from memory)."""
+    key = (f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
+           f"{len(weights)} x {tuple(weights[0].shape)} {weights[0].dtype}")
+    path = cache_root() / PLANS_FILE
+    plans = json.loads(path.read_text()) if path.exists() else {}
+    if key not in plans:
+        log.info("timing the products for %s (once; kept in %s)", key, path)
+        fastest = {rows: _fastest(weights, transposed, rows) for rows in LADDER}
+        plans[key] = [fastest[max(r for r in LADDER if r <= rows)] for rows in range(1, MAX_ROWS + 1)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(plans, indent=1))
+    return tuple(plans[key])
+
+
+def _fastest(weights: list[torch.Tensor], transposed: list[torch.Tensor], rows: int, trials: int = 3) -> str:
+    """Interleaved trials, best time of each candidate; a trial repeats the sweep for at least 0.5 ms."""
+    x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype)
+    candidates = [m for m in PRODUCTS if m != "two_columns" or rows == 1]
+
+    def sweep(method: str) -> None:
+        for weight, weight_t in zip(weights, transposed):
+            product(method, x, weight, None, weight_t)
+
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for method in candidates:  # warm-up, and how many sweeps make a trial
+            sweep(method)
+        repeats = max(1, int(5e-4 * len(candidates) / max(time.perf_counter() - start, 1e-7)))
+        best = dict.fromkeys(candidates, float("inf"))
+        for _ in range(trials):
+            for method in candidates:
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    sweep(method)
+                best[method] = min(best[method], time.perf_counter() - start)
+    return min(best, key=best.get)
 
 
 def shared_copy(model: nn.Module) -> nn.Module:
@@ -41,11 +119,22 @@ def shared_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo=shared)
 
 
-def few_row_linears(model: nn.Module) -> nn.Module:
-    """A copy of `model` sharing its parameters and buffers, with FewRowLinear layers."""
+def few_row_linears(model: nn.Module, measure: bool = False) -> nn.Module:
+    """A copy of `model` sharing its parameters and buffers, with FewRowLinear layers: with
+    `measure` (auto), each shape follows the plan measured for it on this CPU, else `W @ x.T`.
+    A plan that uses the transposed product keeps a transposed copy of those weights, taken now."""
     fast = shared_copy(model)
+    groups: dict[tuple, list[FewRowLinear]] = {}
     for module in fast.modules():
         if type(module) is nn.Linear:
             module.__class__ = FewRowLinear
+            if measure and module.weight.device.type == "cpu":
+                groups.setdefault((tuple(module.weight.shape), module.weight.dtype), []).append(module)
+    for modules in groups.values():
+        weights = [m.weight.detach() for m in modules]
+        transposed = [w.t().contiguous() for w in weights]
+        plan = measured_plan(weights, transposed)
+        for module, weight_t in zip(modules, transposed):
+            module.plan = plan
+            module.weight_t = weight_t if "transposed" in plan else None
     return fast
-

@@ -5,7 +5,6 @@ import copy
 import importlib.util
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specdec.errors import ConfigError
 from specdec.few_row_linear import few_row_linears, shared_copy
+from specdec.machine import cache_root
 from specdec.subset_head import SubsetHead
 from specdec.tiny import byte_tokenizer, tiny_random_model
 
@@ -46,10 +46,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in DTYPES:
         raise ConfigError(f"unknown runtime.dtype {dtype!r}: use auto or one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SPECDEC_CACHE", Path.home() / ".cache" / "specdec"))
 
 
 def load_model(name_or_path: str, device: torch.device, dtype: torch.dtype):
@@ -98,16 +94,16 @@ def smollm2_directory() -> Path:
     return target
 
 
-LINEAR_LAYOUTS = ("few_rows", "stock")
+LINEAR_LAYOUTS = ("auto", "few_rows", "stock")
 
 
-def decoding_model(model: torch.nn.Module, linear: str = "few_rows", compile: bool = False) -> torch.nn.Module:
+def decoding_model(model: torch.nn.Module, linear: str = "auto", compile: bool = False) -> torch.nn.Module:
     """The model our decoders run: a copy sharing every weight with `model` (which stays
     stock, for the anchors), with the `linear` layout (runtime.linear, see
     specdec.few_row_linear) and, with `compile`, a torch.compile'd forward (runtime.compile)."""
     if linear not in LINEAR_LAYOUTS:
         raise ConfigError(f"unknown runtime.linear {linear!r}: use {' or '.join(LINEAR_LAYOUTS)}")
-    ours = few_row_linears(model) if linear == "few_rows" else shared_copy(model)
+    ours = shared_copy(model) if linear == "stock" else few_row_linears(model, measure=linear == "auto")
     if compile:
         ours.forward = torch.compile(ours.forward, dynamic=True)
     return ours

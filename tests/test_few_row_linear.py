@@ -1,5 +1,6 @@
-"""runtime.linear=few_rows: the same products as nn.Linear, on a weight-sharing copy that
-leaves the original model stock, and the same greedy tokens end to end."""
+"""runtime.linear=auto|few_rows: the same products as nn.Linear whatever product a layer
+picks, on a weight-sharing copy that leaves the original model stock, and the same greedy
+tokens end to end."""
 
 import random
 
@@ -9,18 +10,21 @@ import torch.nn.functional as F
 from conftest import ARCHITECTURES, random_prompt, tiny
 
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.few_row_linear import MAX_ROWS, FewRowLinear, few_row_linears
+from specdec.few_row_linear import MAX_ROWS, PRODUCTS, FewRowLinear, few_row_linears
 from specdec.models import decoding_model, layer_skip_draft
 from specdec.strategies import create_strategy
 
 
+@pytest.mark.parametrize("plan", [None, *PRODUCTS])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, MAX_ROWS, MAX_ROWS + 1, 70])
-def test_same_products_as_nn_linear(rows, bias):
+def test_same_products_as_nn_linear(rows, bias, plan):
     torch.manual_seed(rows)
     linear = torch.nn.Linear(48, 80, bias=bias)
     fast = few_row_linears(torch.nn.Sequential(linear))[0]
     assert isinstance(fast, FewRowLinear)
+    fast.plan = None if plan is None else (plan,) * MAX_ROWS
+    fast.weight_t = linear.weight.detach().t().contiguous()
     for shape in [(rows, 48), (1, rows, 48), (rows, 1, 48)]:
         x = torch.randn(shape)
         out = fast(x)
@@ -42,22 +46,37 @@ def test_copy_shares_weights_and_leaves_the_original_stock():
     assert stock is not model and all(type(m) is not FewRowLinear for m in stock.modules())
 
 
+def test_auto_follows_the_plan_measured_for_each_shape():
+    model = tiny("llama")
+    fast = decoding_model(model, "auto")
+    layers = [m for m in fast.modules() if isinstance(m, FewRowLinear)]
+    assert layers
+    for m in layers:
+        assert len(m.plan) == MAX_ROWS and set(m.plan) <= set(PRODUCTS) and "two_columns" not in m.plan[1:]
+        assert ("transposed" in m.plan) == (m.weight_t is not None)
+        same_shape = [other.plan for other in layers if other.weight.shape == m.weight.shape]
+        assert all(plan == m.plan for plan in same_shape)
+        if m.weight_t is not None:
+            assert torch.equal(m.weight_t, m.weight.t())
+
+
 def test_unknown_layout_names_the_choices():
     with pytest.raises(ConfigError, match="unknown runtime.linear 'fast'.*few_rows or stock"):
         decoding_model(tiny("llama"), "fast")
 
 
+@pytest.mark.parametrize("layout", ["auto", "few_rows"])
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_same_greedy_tokens_as_the_stock_layout(arch):
+def test_same_greedy_tokens_as_the_stock_layout(arch, layout):
     target = tiny(arch)
-    fast = decoding_model(target, "few_rows")
+    fast = decoding_model(target, layout)
     rng = random.Random(arch)
     for trial in range(4):
         prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(5, 40))
         for name, stock_options, fast_options in [
             ("baseline", {}, {}),
             ("draft", {"draft_model": layer_skip_draft(target, 1), "gamma": 3},
-             {"draft_model": decoding_model(layer_skip_draft(target, 1)), "gamma": 3}),
+             {"draft_model": decoding_model(layer_skip_draft(target, 1), layout), "gamma": 3}),
         ]:
             outputs = [Decoder(model, create_strategy(name, **options), eos_token_ids=set()).generate(prompt, config)
                        for model, options in [(target, stock_options), (fast, fast_options)]]
