@@ -48,9 +48,11 @@ def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> d
         uses_draft = STRATEGIES[options["name"]].needs_draft_model
         acceptance = summary["per_position_acceptance"]
         result["predicted_speedup"][label] = predict_speedup(recs, baseline, acceptance, costs, uses_draft)
-        result["best_gamma"][label] = best_gamma(recs, baseline, acceptance, costs, uses_draft)
-        log.info("cost model, %s: predicted speedup %.3f, measured %.3f; best gamma %d (predicted %.3f)", label,
-                 result["predicted_speedup"][label], summary["speedup"], *result["best_gamma"][label])
+        log.info("cost model, %s: predicted speedup %.3f, measured %.3f", label, result["predicted_speedup"][label],
+                 summary["speedup"])
+        if not any(r.get("depth_per_step") for r in recs):  # a chain: its best fixed length
+            result["best_gamma"][label] = best_gamma(recs, baseline, acceptance, costs, uses_draft)
+            log.info("cost model, %s: best gamma %d (predicted %.3f)", label, *result["best_gamma"][label])
     return result
 
 

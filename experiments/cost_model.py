@@ -2,7 +2,8 @@
 
 A step that proposes p tokens costs p draft passes plus one target pass over p + 1 tokens,
 and commits 1 + sum_{i<=p} prod_{j<=i} a_j tokens on average, where a_j is the measured
-per-position acceptance. Summed over the steps a run really took (so dynamic draft lengths
+per-position acceptance (for a tree: p nodes verified, the sum running over its depth with
+the measured per-depth acceptance; its heads' cost is left out). Summed over the steps a run really took (so dynamic draft lengths
 and empty proposals count as they happened), plus each request's measured prefill, this
 predicts the run's speedup over the baseline; with every step at a fixed gamma it predicts
 the best gamma. Forward costs are timed in the same process (experiments.profile_step's timer).
@@ -67,8 +68,10 @@ def predict_speedup(records: list[dict], baseline: list[dict], acceptance: list[
     ours_ms = ours_tokens = 0.0
     for r in records:
         ours_ms += r["ttft_ms"]
-        if gamma is None:
-            ours_tokens += 1 + sum(expected_tokens(acceptance or [], p) for p in r["proposed_per_step"])
+        if gamma is None:  # a tree step reaches its depth (per-depth acceptance) and verifies all its nodes
+            depths = r.get("depth_per_step") or [None] * len(r["proposed_per_step"])
+            ours_tokens += 1 + sum(expected_tokens(acceptance or [], p if d is None else d)
+                                   for p, d in zip(r["proposed_per_step"], depths))
             ours_ms += sum(step_ms(p, costs, draft_ms) for p in r["proposed_per_step"])
         else:
             ours_tokens += r["new_tokens"]

@@ -83,6 +83,16 @@ def generate_data(cfg: DictConfig, target, tokenizer, path: Path) -> list[dict]:
     return [done[p["id"]] for p in prompts]
 
 
+def answered_prompts(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[dict], float]:
+    """generate_data into work/data.jsonl, and the minutes it took summed over resumed runs."""
+    began = time.perf_counter()
+    data = generate_data(cfg, target, tokenizer, work / "data.jsonl")
+    spent = work / "data_seconds.txt"  # summed over resumed runs, so the reported time is the whole job's
+    seconds = time.perf_counter() - began + (float(spent.read_text()) if spent.exists() else 0.0)
+    spent.write_text(str(seconds))
+    return data, seconds / 60
+
+
 def batches(rows: list[dict], max_tokens: int, rng: random.Random) -> list[list[dict]]:
     """Groups of similar length holding at most `max_tokens` padded tokens, in random order."""
     rows = sorted(rows, key=lambda r: len(r["prompt_ids"]) + len(r["answer_ids"]))
@@ -178,12 +188,7 @@ def train_draft(cfg: DictConfig) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     target, tokenizer = load_model(cfg.model.name_or_path, torch.device("cpu"), torch.float32)
     target.requires_grad_(False)
-    began = time.perf_counter()
-    data = generate_data(cfg, target, tokenizer, work / "data.jsonl")
-    spent = work / "data_seconds.txt"  # summed over resumed runs, so the reported time is the whole job's
-    seconds = time.perf_counter() - began + (float(spent.read_text()) if spent.exists() else 0.0)
-    spent.write_text(str(seconds))
-    data_minutes = seconds / 60
+    data, data_minutes = answered_prompts(cfg, target, tokenizer, work)
     draft = new_draft(target, list(cfg.train.init_layers))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     results = train(cfg, draft, data, pad, work)

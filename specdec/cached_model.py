@@ -17,9 +17,11 @@ KV_CACHES = {"preallocated": PreallocatedCache, "dynamic": lambda config: Dynami
 
 class CachedModel:
     """`kv_cache` picks the cache: "preallocated" (specdec.kv_cache, rollback moves a pointer)
-    or "dynamic" (transformers' DynamicCache, for comparison)."""
+    or "dynamic" (transformers' DynamicCache, for comparison). With `keep_hidden`, every forward
+    also keeps `hidden`: the rows the LM head read (the last hidden states, after the final norm),
+    which Medusa's heads start from."""
 
-    def __init__(self, model: torch.nn.Module, kv_cache: str = "preallocated"):
+    def __init__(self, model: torch.nn.Module, kv_cache: str = "preallocated", keep_hidden: bool = False):
         if kv_cache not in KV_CACHES:
             raise ConfigError(f"unknown runtime.kv_cache {kv_cache!r}: use {' or '.join(KV_CACHES)}")
         self.model = model
@@ -27,6 +29,10 @@ class CachedModel:
         self.device = next(model.parameters()).device
         self.cache = None
         self._can_keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.head = model.get_output_embeddings() if keep_hidden else None
+        if keep_hidden and self.head is None:
+            raise ConfigError(f"{type(model).__name__} has no output embeddings (LM head) to read hidden states from")
+        self.hidden = None
 
     @property
     def length(self) -> int:
@@ -50,12 +56,25 @@ class CachedModel:
             self.cache.update(keys, values, index)
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """Append `tokens` (1-D ids) to the cache; return logits (n, V), or (1, V) for the last only."""
+    def forward(self, tokens: torch.Tensor, last_only: bool = False, tree=None) -> torch.Tensor:
+        """Append `tokens` (1-D ids) to the cache; return logits (n, V), or (1, V) for the last only.
+        With a `tree` (specdec.tree.Tree), tokens are its root and nodes, and each attends to its
+        ancestors only."""
         kwargs = {"logits_to_keep": 1} if last_only and self._can_keep_logits else {}
-        out = self.model(input_ids=tokens.view(1, -1), past_key_values=self.cache, use_cache=True, **kwargs)
+        if tree is not None:
+            kwargs.update(attention_mask=tree.attention_mask(self.length, self.model.dtype, self.device),
+                          position_ids=tree.position_ids(self.length, self.device))
+        hook = self.head.register_forward_hook(self._keep_hidden) if self.head is not None else None
+        try:
+            out = self.model(input_ids=tokens.view(1, -1), past_key_values=self.cache, use_cache=True, **kwargs)
+        finally:
+            if hook is not None:
+                hook.remove()
         logits = out.logits[0]
         return logits[-1:] if last_only else logits
+
+    def _keep_hidden(self, module, inputs, output) -> None:
+        self.hidden = inputs[0][0]  # (rows, hidden size): the rows the logits were computed for
 
     def rollback(self, length: int) -> None:
         """Forget every cached token after the first `length`."""
@@ -69,3 +88,15 @@ class CachedModel:
                     "recurrent layers); speculative strategies need a model with full attention caches"
                 )
             self.cache.crop(-extra)
+
+    @torch.inference_mode()
+    def keep(self, start: int, rows: list[int]) -> None:
+        """Keep, after the first `start` cached tokens, only the tokens at offsets `rows` (increasing)
+        of what followed: the accepted path of a verified tree, compacted in place."""
+        positions = torch.tensor(rows, device=self.device) + start
+        if isinstance(self.cache, PreallocatedCache):
+            self.cache.keep(start, positions)
+            return
+        for layer in self.cache.layers:  # DynamicCache: rebuild each layer's tensors
+            layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys.index_select(-2, positions)], dim=-2)
+            layer.values = torch.cat([layer.values[..., :start, :], layer.values.index_select(-2, positions)], dim=-2)

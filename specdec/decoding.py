@@ -71,7 +71,7 @@ class Decoder:
 
     def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None, acceptance=None,
                  prefix_cache=None, kv_cache: str = "preallocated"):
-        self.target = CachedModel(target_model, kv_cache)
+        self.target = CachedModel(target_model, kv_cache, keep_hidden=strategy.needs_target_hidden)
         self.kv_cache = kv_cache
         self.prefix_cache = prefix_cache  # caching.prefix.PrefixCache, or None for no prefix caching
         self.strategy = strategy
@@ -97,6 +97,7 @@ class Decoder:
             self.strategy.begin(request)
             logits, metrics.cached_prompt_tokens = self.target.prefill(prompt_ids, self.prefix_cache)
             metrics.target_forwards = 1
+            request.target_hidden = self.target.hidden[-1] if self.target.hidden is not None else None
             first = logits[-1].argmax() if sampling.greedy else sample(probabilities(logits[-1], sampling), generator)
             reason = stop.extend(request.tokens, [int(first.item())])
             metrics.ttft_s = time.perf_counter() - start
@@ -107,6 +108,7 @@ class Decoder:
                 self.prefix_cache.release(request.tokens, request.prompt_len)
         metrics.new_tokens = len(request.tokens) - request.prompt_len
         metrics.total_s = time.perf_counter() - start
+        metrics.extra = self.strategy.stats(request)
         return GenerationResult(request.tokens[request.prompt_len :], reason, metrics)
 
     def _step(self, request: Request, stop: StopCriteria, rule, metrics: RequestMetrics) -> str | None:
@@ -114,11 +116,19 @@ class Decoder:
         budget = stop.max_new_tokens - (len(request.tokens) - request.prompt_len)
         proposal = self.strategy.propose(request, max_tokens=budget - 1)
         pending = torch.tensor(request.tokens[-1:], device=request.device)
-        logits = self.target.forward(torch.cat([pending, proposal.tokens]))  # k+1 rows: the verify pass
+        tree = proposal.tree
+        logits = self.target.forward(torch.cat([pending, proposal.tokens]), tree=tree)  # k+1 rows: the verify pass
         metrics.target_forwards += 1
-        verdict = rule(logits, proposal.tokens, proposal.probs, request.sampling, request.generator)
-        self.target.rollback(len(request.tokens) + verdict.accepted)
-        metrics.steps.append(Step(proposal.tokens.numel(), verdict.accepted))
+        if tree is None:
+            verdict = rule(logits, proposal.tokens, proposal.probs, request.sampling, request.generator)
+            self.target.rollback(len(request.tokens) + verdict.accepted)
+        else:
+            verdict = self.strategy.tree_rule(request.sampling)(logits, proposal.tokens, tree, request.sampling,
+                                                                request.generator)
+            self.target.keep(len(request.tokens) - 1, verdict.rows)  # the accepted path, compacted
+        if self.target.hidden is not None:
+            request.target_hidden = self.target.hidden[verdict.last_row]
+        metrics.steps.append(Step(proposal.tokens.numel(), verdict.accepted, tree.depth if tree else None))
         reason = stop.extend(request.tokens, verdict.tokens)
         if reason is None:
             self.strategy.on_commit(request, verdict.accepted)

@@ -6,8 +6,14 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Step:
-    proposed: int  # draft tokens sent to verification
+    proposed: int  # draft tokens sent to verification (a tree's nodes)
     accepted: int  # draft tokens the acceptance rule kept
+    depth: int | None = None  # a tree's depth; None for a chain (whose depth is `proposed`)
+
+    @property
+    def reach(self) -> int:
+        """How many positions ahead the proposal reached."""
+        return self.proposed if self.depth is None else self.depth
 
 
 @dataclass
@@ -19,6 +25,7 @@ class RequestMetrics:
     ttft_s: float = 0.0
     total_s: float = 0.0
     steps: list[Step] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # the strategy's own numbers (Strategy.stats)
 
     @property
     def mean_accepted(self) -> float:
@@ -34,7 +41,8 @@ class RequestMetrics:
 
     @property
     def acceptance_rate(self) -> float | None:
-        return self.accepted / self.proposed if self.proposed else None
+        """Chains only: a tree's nodes are alternatives, so accepted / proposed would mean nothing."""
+        return acceptance_rate(self.steps)
 
     @property
     def tpot_ms(self) -> float | None:
@@ -57,19 +65,29 @@ class RequestMetrics:
             "per_position_acceptance": per_position_acceptance(self.steps),
             "accepted_per_step": [s.accepted for s in self.steps],
             "proposed_per_step": [s.proposed for s in self.steps],
+            **({"depth_per_step": [s.depth for s in self.steps]} if any(s.depth for s in self.steps) else {}),
             "ttft_ms": 1000 * self.ttft_s,
             "tpot_ms": self.tpot_ms,
             "total_ms": 1000 * self.total_s,
             "tokens_per_s": self.tokens_per_s,
+            **self.extra,
         }
 
 
+def acceptance_rate(steps: list[Step]) -> float | None:
+    proposed = sum(s.proposed for s in steps)
+    if not proposed or any(s.depth is not None for s in steps):
+        return None
+    return sum(s.accepted for s in steps) / proposed
+
+
 def per_position_acceptance(steps: list[Step]) -> list[float]:
-    """Entry i: P(draft token i accepted | every draft token before i accepted)."""
-    depth = max((s.proposed for s in steps), default=0)
+    """Entry i: P(draft token i accepted | every draft token before i accepted); for trees, the
+    acceptance of depth i + 1 given the depths above it were accepted."""
+    depth = max((s.reach for s in steps), default=0)
     rates = []
     for i in range(depth):
-        reached = [s for s in steps if s.proposed > i and s.accepted >= i]
+        reached = [s for s in steps if s.reach > i and s.accepted >= i]
         if not reached:
             break
         rates.append(sum(s.accepted > i for s in reached) / len(reached))
@@ -88,10 +106,9 @@ def summarize(records: list[dict], baseline: list[dict] | None) -> dict:
     for the same prompts (same order) and gives speedup and match_baseline."""
     new_tokens = sum(r["new_tokens"] for r in records)
     seconds = sum(r["total_ms"] for r in records) / 1000
-    proposed = sum(sum(r["proposed_per_step"]) for r in records)
-    accepted = sum(sum(r["accepted_per_step"]) for r in records)
     forwards = sum(r["target_forwards"] for r in records)
-    steps = [Step(p, a) for r in records for p, a in zip(r["proposed_per_step"], r["accepted_per_step"])]
+    steps = [Step(p, a, d) for r in records for p, a, d in zip(
+        r["proposed_per_step"], r["accepted_per_step"], r.get("depth_per_step") or [None] * len(r["proposed_per_step"]))]
     tpots = [r["tpot_ms"] for r in records if r["tpot_ms"] is not None]
     summary = {
         "n_prompts": len(records),
@@ -100,13 +117,17 @@ def summarize(records: list[dict], baseline: list[dict] | None) -> dict:
         "speedup": None,
         "speedup_per_prompt": None,
         "mean_accepted": new_tokens / forwards if forwards else None,
-        "acceptance_rate": accepted / proposed if proposed else None,
-        "per_position_acceptance": per_position_acceptance(steps) if proposed else None,
+        "acceptance_rate": acceptance_rate(steps),
+        "per_position_acceptance": per_position_acceptance(steps) if any(s.proposed for s in steps) else None,
         "hit_rate": sum(r["cached_prompt_tokens"] for r in records) / sum(r["prompt_tokens"] for r in records),
         "ttft_ms": statistics.median(r["ttft_ms"] for r in records),
         "tpot_ms": statistics.median(tpots) if tpots else None,
         "match_baseline": None,
     }
+    if records and "head_top1_checked" in records[0]:  # Medusa: share of each head's top-1 guesses that came true
+        checked = [sum(c) for c in zip(*(r["head_top1_checked"] for r in records))]
+        hits = [sum(h) for h in zip(*(r["head_top1_hits"] for r in records))]
+        summary["head_accuracy"] = [h / c if c else None for h, c in zip(hits, checked)]
     if baseline is not None:
         base_tps = sum(r["new_tokens"] for r in baseline) / (sum(r["total_ms"] for r in baseline) / 1000)
         summary["speedup"] = summary["tokens_per_s"] / base_tps

@@ -1,5 +1,6 @@
 """The entry points end to end with model=tiny-random: `experiments.run` (files, summary,
-sweeps, errors), `experiments.profile_step` and `experiments.train_draft` (with resume)."""
+sweeps, errors), `experiments.profile_step`, `experiments.train_draft` and
+`experiments.train_medusa` (with resume)."""
 
 import json
 import os
@@ -118,6 +119,26 @@ def test_train_draft_trains_exports_and_resumes(tmp_path):
     run("dataset.limit=2", "generation.max_new_tokens=8", f"draft.name_or_path={tmp_path / 'draft'}",
         "draft.head_tokens=64", f"hydra.run.dir={tmp_path / 'eval'}")
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["draft"]["match_baseline"] == 1.0
+
+
+def test_train_medusa_trains_exports_resumes_and_runs(tmp_path):
+    args = ["data.prompts=16", "data.max_new_tokens=8", "data.batch_size=8", "heads.num_heads=3",
+            "train.held_out_share=0.4", "train.epochs=2", "train.batch_positions=32", "train.checkpoint_every=1",
+            "train.head_tokens=200", "tree.max_nodes=4", "tree.context_tokens=16",
+            f"work_dir={tmp_path / 'work'}", f"out_dir={tmp_path / 'heads'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    run(*args, module="experiments.train_medusa")
+    meta = json.loads((tmp_path / "heads" / "medusa_config.json").read_text())
+    assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
+    assert len(meta["held_out_top1"]) == len(meta["held_out_top5"]) == len(meta["topk_accuracy"]) == 3
+    assert 1 <= len(meta["default_tree"]) <= 4 and meta["tree_choice"]["nodes"] == len(meta["default_tree"])
+    assert {"medusa_heads.safetensors", "tokens_by_frequency.json"} <= {p.name for p in (tmp_path / "heads").iterdir()}
+    again = run(*args, module="experiments.train_medusa")
+    assert "resumed from" in again.stdout + again.stderr
+    run("strategy=medusa", f"strategy.heads={tmp_path / 'heads'}", "strategy.head_tokens=100", "dataset.limit=2",
+        "generation.max_new_tokens=10", f"hydra.run.dir={tmp_path / 'eval'}")
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["medusa"]
+    assert summary["match_baseline"] == 1.0 and len(summary["head_accuracy"]) == 3
+    assert summary["acceptance_rate"] is None and summary["per_position_acceptance"]
 
 
 def test_bench_matrix_with_anchors_report_and_resume(tmp_path):

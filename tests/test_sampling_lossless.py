@@ -12,6 +12,7 @@ import torch
 from scipy.stats import chisquare
 
 from specdec import Decoder, GenerationConfig
+from specdec.medusa_heads import MedusaHeads
 from specdec.sampling import SamplingParams, probabilities, sample
 from specdec.strategies import Proposal, Strategy, create_strategy
 from specdec.tiny import tiny_random_model
@@ -124,3 +125,19 @@ def test_deterministic_proposals_keep_the_target_distribution():
     config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=1.0)
     decoder = Decoder(TARGET, RepeatLast(), eos_token_ids=set())
     assert p_value(sample_counts(decoder, config), exact_distribution(TARGET, SETTINGS[0])) > 1e-3
+
+
+@pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.8-topk3-topp0.9"])
+def test_medusa_exact_acceptance_matches_target_distribution(sampling):
+    """Tree verification with `acceptance=exact`: the target draws after every node and a node
+    is kept when it equals its parent's draw; random heads, a tree two wide and three deep."""
+    config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=sampling.temperature,
+                              top_k=sampling.top_k, top_p=sampling.top_p)
+    heads = MedusaHeads(TARGET.config.hidden_size, VOCAB, num_heads=3)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    strategy = create_strategy("medusa", target_model=TARGET, heads=heads, acceptance="exact",
+                               tree=[[0], [1], [0, 0], [1, 0], [0, 1], [0, 0, 0]])
+    decoder = Decoder(TARGET, strategy, eos_token_ids=set())
+    assert p_value(sample_counts(decoder, config), exact_distribution(TARGET, sampling)) > 1e-3

@@ -26,12 +26,15 @@ class Request:
     device: torch.device
     prefix_cache: object = None  # caching.prefix.PrefixCache when cache=radix; models prefill through it
     kv_cache: str = "preallocated"  # the KV cache kind every model of the request uses
+    target_hidden: torch.Tensor | None = None  # (hidden size,) the target's last hidden state at tokens[-2],
+    # from which it chose tokens[-1]; kept only for strategies that ask (needs_target_hidden)
 
 
 @dataclass
 class Proposal:
     tokens: torch.Tensor  # (k,) draft token ids on the model's device; k may be 0
     probs: torch.Tensor | None = None  # (k, V) draft distributions when sampled; None if deterministic
+    tree: object = None  # specdec.tree.Tree when the tokens are a tree's nodes (row i + 1 = tokens[i]); None for a chain
 
     @staticmethod
     def empty(device) -> "Proposal":
@@ -41,6 +44,8 @@ class Proposal:
 class Strategy:
     name: ClassVar[str]
     needs_draft_model: ClassVar[bool] = False
+    needs_target_model: ClassVar[bool] = False  # given the target model (e.g. to share its LM head)
+    needs_target_hidden: ClassVar[bool] = False  # the decoder keeps request.target_hidden up to date
 
     def begin(self, request: Request) -> None:
         """A new request starts: reset per-request state (caches, tables)."""
@@ -52,6 +57,14 @@ class Strategy:
     def on_commit(self, request: Request, accepted: int) -> None:
         """request.tokens now holds `accepted` of the proposed tokens plus the target's token."""
 
+    def tree_rule(self, sampling: SamplingParams):
+        """The acceptance rule for this strategy's tree proposals (specdec.verify)."""
+        raise NotImplementedError(f"strategy {self.name!r} proposed a tree but has no tree acceptance rule")
+
+    def stats(self, request: Request) -> dict:
+        """Strategy-specific numbers for the finished request's record (e.g. Medusa's head accuracy)."""
+        return {}
+
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 
@@ -61,7 +74,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-def create_strategy(name: str, draft_model=None, **options) -> Strategy:
+def create_strategy(name: str, draft_model=None, target_model=None, **options) -> Strategy:
     """Build a registered strategy by name with its options (e.g. gamma for `draft`)."""
     if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}; known strategies: {', '.join(sorted(STRATEGIES))}")
@@ -70,6 +83,10 @@ def create_strategy(name: str, draft_model=None, **options) -> Strategy:
         if draft_model is None:
             raise ConfigError(f"strategy {name!r} needs a draft model: set draft.name_or_path or draft.num_layers")
         options["draft_model"] = draft_model
+    if cls.needs_target_model:
+        if target_model is None:
+            raise ConfigError(f"strategy {name!r} needs the target model: pass target_model=")
+        options["target_model"] = target_model
     try:
         return cls(**options)
     except TypeError as e:

@@ -1,0 +1,217 @@
+"""`python -m experiments.train_medusa`: Medusa-1 heads on the frozen target, on the CPU.
+
+Recipe:
+1. data: the trained-draft recipe (experiments.train_draft.generate_data): the target's own
+   greedy and sampled answers to training prompts disjoint from every evaluation suite.
+2. features: one pass of the frozen target over each sequence keeps the input of its LM
+   head (the last hidden state) at every answer position; head k's label there is the token
+   k + 2 ahead. Computed once and kept in the work directory.
+3. heads: `heads.num_heads` heads of `heads.num_layers` residual blocks each, through the
+   target's LM head (frozen, shared) restricted to the `train.head_tokens` tokens most
+   frequent in the answers; cross-entropy on the target's tokens, head k weighted
+   `train.head_decay`**k (as Medusa). Checkpoints and resume as train_draft.
+4. held-out accuracy per head: top-1, top-5 and the share of labels at each rank, which
+   `specdec.tree.best_tree` turns into sparse trees.
+5. default tree: for every tree size up to `tree.max_nodes`, tokens per step (1 + the summed
+   chances of the best tree's nodes) over the measured cost of verifying that many tokens;
+   the fastest becomes the heads' default tree.
+6. export: bf16 safetensors + medusa_config.json (architecture, training record, accuracies,
+   default tree, data hash) + tokens_by_frequency.json into `out_dir`.
+"""
+
+import hashlib
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from experiments.cost_model import measure_costs
+from experiments.train_draft import answered_prompts
+from specdec.cached_model import CachedModel
+from specdec.errors import ConfigError
+from specdec.medusa_heads import MedusaHeads, save_medusa_heads
+from specdec.models import TOKEN_FREQUENCIES, decoding_model, load_model, save_token_frequencies
+from specdec.subset_head import SubsetHead
+from specdec.tree import best_tree
+
+log = logging.getLogger("experiments.train_medusa")
+RANKS = 10  # ranks whose accuracy is recorded for tree building
+
+
+def features(rows: list[dict], target, num_heads: int, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden states (N, d), labels (N, K) with -100 past the end) at every answer position."""
+    if path.exists():
+        saved = torch.load(path)
+        return saved["hidden"], saved["labels"]
+    cached = CachedModel(decoding_model(target), "dynamic", keep_hidden=True)
+    hidden, labels = [], []
+    for row in tqdm(rows, desc="features", unit="sequence"):
+        seq = row["prompt_ids"] + row["answer_ids"]
+        first = len(row["prompt_ids"]) - 1  # its hidden state gives the first answer token
+        cached.reset()
+        cached.forward(torch.tensor(seq))
+        hidden.append(cached.hidden[first : len(seq) - 1].to(torch.bfloat16))
+        ahead = [[seq[t + 2 + k] if t + 2 + k < len(seq) else -100 for k in range(num_heads)]
+                 for t in range(first, len(seq) - 1)]
+        labels.append(torch.tensor(ahead))
+    hidden, labels = torch.cat(hidden), torch.cat(labels)
+    torch.save({"hidden": hidden, "labels": labels}, path)
+    return hidden, labels
+
+
+def head_logits(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor) -> torch.Tensor:
+    """(N, K, S) scores over the subset's tokens only (training never builds full-vocabulary rows)."""
+    return subset.scores(heads.hidden(hidden.float()))
+
+
+def accuracy(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Per head: top-1, top-5, and the share of labels at each rank < RANKS (labels outside the subset miss)."""
+    ranks = []
+    with torch.no_grad():
+        for start in range(0, len(hidden), 2048):
+            scores = head_logits(heads, subset, hidden[start : start + 2048])
+            chunk = labels[start : start + 2048]
+            target = subset_labels(subset, chunk)
+            rank = (scores > scores.gather(-1, target.clamp_min(0).unsqueeze(-1))).sum(-1)
+            rank = torch.where(target >= 0, rank, scores.shape[-1])  # outside the subset: a miss
+            ranks.append(torch.where(chunk >= 0, rank, -1))
+    ranks = torch.cat(ranks)  # (N, K), -1 where there is no label, >= S when outside the subset
+    result = {"top1": [], "top5": [], "topk_accuracy": []}
+    for k in range(ranks.shape[1]):
+        valid = ranks[:, k][ranks[:, k] >= 0]
+        result["top1"].append(round((valid == 0).float().mean().item(), 4))
+        result["top5"].append(round((valid < 5).float().mean().item(), 4))
+        result["topk_accuracy"].append([round((valid == r).float().mean().item(), 4) for r in range(RANKS)])
+    return result
+
+
+def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, labels, work: Path) -> dict:
+    torch.manual_seed(cfg.seed)
+    params = list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=0.0)
+    per_epoch = -(-len(hidden) // cfg.train.batch_positions)
+    total = per_epoch * cfg.train.epochs
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.train.lr, total_steps=total, pct_start=0.05)
+    weights = torch.tensor([cfg.train.head_decay ** k for k in range(heads.num_heads)])
+    checkpoint, step, spent = work / "medusa_checkpoint.pt", 0, 0.0
+    if checkpoint.exists():
+        state = torch.load(checkpoint)
+        heads.load_state_dict(state["heads"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, spent = state["step"], state["seconds"]
+        log.info("resumed from %s at step %d of %d", checkpoint, step, total)
+    heads.train()
+    start = time.perf_counter() - spent
+    with tqdm(total=total, initial=step, desc="training", unit="step") as bar:
+        while step < total and time.perf_counter() - start < cfg.train.time_budget_min * 60:
+            epoch, offset = divmod(step, per_epoch)
+            order = torch.randperm(len(hidden), generator=torch.Generator().manual_seed(cfg.seed + epoch))
+            batch = order[offset * cfg.train.batch_positions : (offset + 1) * cfg.train.batch_positions]
+            scores = head_logits(heads, subset, hidden[batch])  # (B, K, S)
+            target = subset_labels(subset, labels[batch])
+            losses = torch.stack([F.cross_entropy(scores[:, k], target[:, k], ignore_index=-100)
+                                  for k in range(heads.num_heads)])
+            loss = (losses.nan_to_num() * weights).sum() / weights.sum()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            bar.update()
+            hits = (scores.argmax(-1) == target).float().sum(0) / (target >= 0).float().sum(0).clamp_min(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", top1="/".join(f"{h:.2f}" for h in hits.tolist()))
+            if step % cfg.train.checkpoint_every == 0 or step == total:
+                torch.save({"heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(), "step": step,
+                            "seconds": time.perf_counter() - start}, checkpoint)
+            if step % per_epoch == 0:
+                log.info("epoch %d: loss %.3f, batch top-1 per head %s", step // per_epoch, loss.item(),
+                         [round(h, 3) for h in hits.tolist()])
+    heads.eval()
+    return {"steps": step, "planned_steps": total, "train_minutes": round((time.perf_counter() - start) / 60, 1)}
+
+
+def subset_labels(subset: SubsetHead, labels: torch.Tensor) -> torch.Tensor:
+    """Token ids -> positions in the subset; -100 (ignored) outside it or where there is no label."""
+    position = torch.full((subset.vocab_size,), -100, dtype=torch.long)
+    position[subset.token_ids] = torch.arange(len(subset.token_ids))
+    return torch.where(labels >= 0, position[labels.clamp_min(0)], -100)
+
+
+def default_tree(cfg: DictConfig, target, topk_accuracy: list[list[float]]) -> dict:
+    """The tree size with the most tokens per millisecond: expected tokens per step of the best tree
+    of each size over the measured cost of a target pass over that many tokens plus the root."""
+    costs = measure_costs(decoding_model(target), None, "preallocated", cfg.tree.context_tokens, cfg.tree.max_nodes + 1)
+    speeds = {}
+    for size in range(1, cfg.tree.max_nodes + 1):
+        tree = best_tree(topk_accuracy, size)
+        chances = [torch.tensor([topk_accuracy[d][r] for d, r in enumerate(path)]).prod().item() for path in tree]
+        speeds[size] = (1 + sum(chances)) / costs["verify_ms"][size + 1]
+    size = max(speeds, key=speeds.get)
+    decode_per_ms = 1 / costs["verify_ms"][1]
+    return {"default_tree": best_tree(topk_accuracy, size),
+            "tree_choice": {"nodes": size, "predicted_speedup": {n: round(s / decode_per_ms, 3) for n, s in speeds.items()},
+                            "verify_ms": {k: round(v, 2) for k, v in costs["verify_ms"].items()}}}
+
+
+def train_medusa(cfg: DictConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    target, tokenizer = load_model(cfg.model.name_or_path, torch.device("cpu"), torch.float32)
+    target.requires_grad_(False)
+    data, data_minutes = answered_prompts(cfg, target, tokenizer, work)
+    rng = random.Random(cfg.seed)
+    held_out = {r["id"] for r in data if not r["sampled"] and rng.random() < cfg.train.held_out_share}
+    train_rows = [r for r in data if r["id"] not in held_out]
+    hidden, labels = features(train_rows, target, cfg.heads.num_heads, work / "features.pt")
+    held_hidden, held_labels = features([r for r in data if r["id"] in held_out], target, cfg.heads.num_heads,
+                                        work / "held_out_features.pt")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
+    frequent = json.loads((out / TOKEN_FREQUENCIES).read_text())[: cfg.train.head_tokens]
+    subset = SubsetHead(target.get_output_embeddings().weight, frequent)
+    config = target.config.get_text_config()
+    heads = MedusaHeads(config.hidden_size, config.vocab_size, cfg.heads.num_heads, cfg.heads.num_layers,
+                        shared_lm_head=True)
+    before = accuracy(heads, subset, held_hidden, held_labels)
+    results = train(cfg, heads, subset, hidden, labels, work)
+    after = accuracy(heads, subset, held_hidden, held_labels)
+    log.info("held-out top-1 per head %s (before %s), top-5 %s", after["top1"], before["top1"], after["top5"])
+    meta = {"target": cfg.model.name_or_path, "config": OmegaConf.to_container(cfg, resolve=True),
+            "data_sha256": hashlib.sha256((work / "data.jsonl").read_bytes()).hexdigest(),
+            "data_sequences": len(data), "train_positions": len(hidden), "held_out_positions": len(held_hidden),
+            "data_minutes": round(data_minutes, 1), **results,
+            "held_out_top1_before": before["top1"], "held_out_top1": after["top1"], "held_out_top5": after["top5"],
+            "topk_accuracy": after["topk_accuracy"], **default_tree(cfg, target, after["topk_accuracy"])}
+    save_medusa_heads(heads, out, meta)
+    return meta
+
+
+@hydra.main(config_path="../configs", config_name="train_medusa", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        meta = train_medusa(cfg)
+    except ConfigError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    print(json.dumps({k: v for k, v in meta.items() if k not in ("config", "topk_accuracy")}, indent=2))
+    print(f"heads saved in {cfg.out_dir}; run dir {HydraConfig.get().runtime.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Medusa (Cai et al. 2024): heads on the target's last hidden state guess the next tokens;
+their top-k choices form a tree that the target verifies in one pass with a tree attention
+mask, keeping the longest accepted path (the cache is compacted to that path).
+
+Proposing costs no extra model pass: the hidden state comes from the previous verify pass
+(request.target_hidden). Acceptance: greedy match for greedy decoding (lossless); for sampling,
+`typical` (Medusa's typical acceptance, lossy: faster, output no longer the target's exact
+distribution) or `exact` (the target draws after every node, lossless).
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from specdec.errors import ConfigError
+from specdec.medusa_heads import MedusaHeads, load_medusa_heads
+from specdec.models import TOKEN_FREQUENCIES
+from specdec.strategies.base import Proposal, Request, Strategy, register
+from specdec.subset_head import SubsetHead
+from specdec.tree import Tree, best_tree, chain, supports_tree_attention
+from specdec.verify import tree_greedy, tree_sampling, typical_acceptance
+
+ACCEPTANCE = ("typical", "exact")
+
+
+@register
+class Medusa(Strategy):
+    name = "medusa"
+    needs_target_model = True
+    needs_target_hidden = True
+
+    def __init__(self, target_model, heads="smollm2-135m-medusa", tree=None, acceptance: str = "typical",
+                 posterior_threshold: float = 0.09, posterior_alpha: float = 0.3, head_tokens: int | None = None):
+        if acceptance not in ACCEPTANCE:
+            raise ConfigError(f"strategy.acceptance must be one of {', '.join(ACCEPTANCE)} (got {acceptance!r})")
+        if not supports_tree_attention(target_model):
+            raise ConfigError(f"{type(target_model).__name__} does not honour a 4D attention mask with position ids, "
+                              "which tree verification needs: use a strategy with chain drafts (draft, prompt_lookup)")
+        if isinstance(heads, MedusaHeads):
+            self.heads, config = heads, {}
+        else:
+            self.heads, config = load_medusa_heads(heads, target_model)
+        self.tree = Tree(self._choices(tree, config))
+        if self.tree.depth > self.heads.num_heads:
+            raise ConfigError(f"strategy.tree is {self.tree.depth} deep but there are {self.heads.num_heads} Medusa heads")
+        self.lm_head = self._lm_head(target_model, head_tokens, config)
+        self.acceptance = acceptance
+        self.typical = typical_acceptance(posterior_threshold, posterior_alpha)
+        self.pruned: dict[int, Tree] = {}
+        self.guesses: list[tuple[int, torch.Tensor]] = []
+
+    def _choices(self, tree, config: dict) -> list[list[int]]:
+        """A list of paths as given; an int N: the best N-node tree for the heads' measured top-k
+        accuracy; None: the heads' default tree (else a chain as deep as there are heads)."""
+        if tree is None:
+            return config.get("default_tree") or chain(self.heads.num_heads)
+        if isinstance(tree, int) and not isinstance(tree, bool):
+            if "topk_accuracy" not in config:
+                raise ConfigError("strategy.tree=N needs heads with measured top-k accuracies (medusa_config.json "
+                                  "'topk_accuracy', written by experiments.train_medusa): give a list of paths instead")
+            if tree < 1:
+                raise ConfigError(f"strategy.tree must have at least 1 node (got {tree})")
+            return best_tree(config["topk_accuracy"], tree)
+        return [list(path) for path in tree]
+
+    def _lm_head(self, target_model, head_tokens: int | None, config: dict):
+        """The target's LM head, or its `head_tokens` most frequent tokens only (specdec.subset_head)."""
+        head = target_model.get_output_embeddings()
+        if not head_tokens:
+            return head
+        if "directory" not in config:
+            raise ConfigError("strategy.head_tokens needs heads loaded from a directory with tokens_by_frequency.json")
+        frequencies = Path(config["directory"]) / TOKEN_FREQUENCIES
+        return SubsetHead(head.weight, json.loads(frequencies.read_text())[:head_tokens])
+
+    def begin(self, request: Request) -> None:
+        self.guesses = []
+
+    @torch.inference_mode()
+    def propose(self, request: Request, max_tokens: int) -> Proposal:
+        if max_tokens <= 0:
+            return Proposal.empty(request.device)
+        tree = self.tree if self.tree.depth <= max_tokens else self._pruned(max_tokens)
+        logits = self.heads(request.target_hidden, self.lm_head)  # (K, V)
+        top = logits.topk(tree.max_rank + 1, dim=-1).indices  # (K, ranks)
+        self.guesses.append((len(request.tokens), top[:, 0]))  # head k guesses tokens[len + k]
+        index = tree.tensors(top.device)
+        return Proposal(top[index["node_depths"] - 1, index["ranks"]], tree=tree)
+
+    def _pruned(self, depth: int) -> Tree:
+        if depth not in self.pruned:
+            self.pruned[depth] = self.tree.pruned(depth)
+        return self.pruned[depth]
+
+    def tree_rule(self, sampling):
+        if sampling.greedy:
+            return tree_greedy
+        return self.typical if self.acceptance == "typical" else tree_sampling
+
+    def stats(self, request: Request) -> dict:
+        """Each head's top-1 guesses checked against the tokens that were finally generated."""
+        hits, checked = [0] * self.heads.num_heads, [0] * self.heads.num_heads
+        if self.guesses:
+            guesses = torch.stack([g for _, g in self.guesses]).tolist()
+            for (start, _), row in zip(self.guesses, guesses):
+                for k, token in enumerate(row):
+                    if start + k < len(request.tokens):
+                        checked[k] += 1
+                        hits[k] += token == request.tokens[start + k]
+        return {"head_top1_hits": hits, "head_top1_checked": checked}
