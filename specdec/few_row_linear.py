@@ -23,6 +23,7 @@ rounding, on a copy of the model that shares its weights: the model you passed s
 import copy
 import json
 import logging
+import os
 import time
 
 import torch
@@ -79,14 +80,24 @@ def measured_plan(weights: list[torch.Tensor], transposed: list[torch.Tensor]) -
     key = (f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
            f"{len(weights)} x {tuple(weights[0].shape)} {weights[0].dtype}")
     path = cache_root() / PLANS_FILE
-    plans = json.loads(path.read_text()) if path.exists() else {}
+    plans = _read_plans(path)
     if key not in plans:
         log.info("timing the products for %s (once; kept in %s)", key, path)
         fastest = {rows: _fastest(weights, transposed, rows) for rows in LADDER}
-        plans[key] = [fastest[max(r for r in LADDER if r <= rows)] for rows in range(1, MAX_ROWS + 1)]
+        plan = [fastest[max(r for r in LADDER if r <= rows)] for rows in range(1, MAX_ROWS + 1)]
+        plans = {**_read_plans(path), key: plan}  # re-read: another process may have added plans meanwhile
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(plans, indent=1))
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(plans, indent=1))
+        os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the new one
     return tuple(plans[key])
+
+
+def _read_plans(path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: measure again
+        return {}
 
 
 def _fastest(weights: list[torch.Tensor], transposed: list[torch.Tensor], rows: int, trials: int = 3) -> str:
