@@ -19,6 +19,7 @@ from experiments.anchors import ANCHORS
 from experiments.prompts import encode, load_prompts
 from experiments.provenance import environment
 from experiments.public_suites import load_public_prompts
+from experiments.quality import target_nll
 from experiments.table import format_summary
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
@@ -160,6 +161,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
                     "token_ids": result.token_ids,
                     "text": tokenizer.decode(result.token_ids, skip_special_tokens=True),
                 }
+                if not generation.sampling.greedy:  # quality, after the timed generation
+                    record["target_nll"] = target_nll(target, p["input_ids"], result.token_ids)
                 records[name].append(record)
                 out.write(json.dumps(record) + "\n")
                 out.flush()

@@ -124,6 +124,9 @@ def summarize(records: list[dict], baseline: list[dict] | None) -> dict:
         "tpot_ms": statistics.median(tpots) if tpots else None,
         "match_baseline": None,
     }
+    scored = [r for r in records if r.get("target_nll") is not None]
+    if scored:  # sampling: the target's NLL per generated token (experiments.quality)
+        summary["target_nll"] = sum(r["target_nll"] * r["new_tokens"] for r in scored) / sum(r["new_tokens"] for r in scored)
     if records and "head_top1_checked" in records[0]:  # Medusa: share of each head's top-1 guesses that came true
         checked = [sum(c) for c in zip(*(r["head_top1_checked"] for r in records))]
         hits = [sum(h) for h in zip(*(r["head_top1_hits"] for r in records))]

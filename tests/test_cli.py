@@ -53,6 +53,7 @@ def test_custom_dataset_sampling_and_baseline_only(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert list(summary) == ["baseline"] and summary["baseline"]["n_prompts"] == 2
     assert summary["baseline"]["match_baseline"] is None  # sampled: token equality means nothing
+    assert summary["baseline"]["target_nll"] > 0  # quality: the target's NLL per generated token
     assert set(summary["baseline"]["by_category"]) == {"greet", "all"}
 
 

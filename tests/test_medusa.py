@@ -9,10 +9,11 @@ import random
 import pytest
 import torch
 from conftest import baseline_and_eos, decode_with, random_prompt, tiny
+from safetensors.torch import load_file
 
 from specdec import ConfigError, Decoder, GenerationConfig
 from specdec.cached_model import CachedModel
-from specdec.medusa_heads import MedusaHeads, load_medusa_heads, save_medusa_heads
+from specdec.medusa_heads import SHIPPED, MedusaHeads, load_medusa_heads, save_medusa_heads
 from specdec.metrics import summarize
 from specdec.strategies import create_strategy
 from specdec.tiny import tiny_random_model
@@ -213,3 +214,18 @@ def test_a_model_that_ignores_the_tree_mask_is_refused():
     model.__class__ = IgnoresTreeMask
     with pytest.raises(ConfigError, match="does not honour a 4D attention mask"):
         create_strategy("medusa", target_model=model, heads=random_heads(model, 0))
+
+
+def test_shipped_heads_are_small_and_complete():
+    """The heads shipped for SmolLM2-135M: at most 10 MB, their training record beside them,
+    and weights that fit MedusaHeads of the recorded architecture."""
+    directory = SHIPPED["smollm2-135m-medusa"]
+    config = json.loads((directory / "medusa_config.json").read_text())
+    assert sum(p.stat().st_size for p in directory.iterdir()) <= 10 * 2**20
+    assert len(config["data_sha256"]) == 64 and config["config"]["seed"] == 0
+    assert len(config["topk_accuracy"]) == config["num_heads"] and Tree(config["default_tree"]).size >= 1
+    expected = MedusaHeads(**{k: config[k] for k in ("hidden_size", "vocab_size", "num_heads", "num_layers",
+                                                     "shared_lm_head")}).state_dict()
+    weights = load_file(directory / "medusa_heads.safetensors")
+    assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in expected.items()}
+    assert all(v.dtype == torch.bfloat16 for v in weights.values())

@@ -1,7 +1,10 @@
 """Metric definitions of DESIGN.md, on hand-made step records."""
 
 import pytest
+import torch
+from conftest import tiny
 
+from experiments.quality import target_nll
 from specdec.metrics import RequestMetrics, Step, per_position_acceptance, summarize
 
 
@@ -39,3 +42,13 @@ def test_summary_against_baseline():
     assert s["speedup_per_prompt"]["median"] == pytest.approx(1.5)
     assert s["hit_rate"] == 0.4
     assert summarize(base, base)["speedup"] == 1.0 and summarize(base, base)["acceptance_rate"] is None
+
+
+def test_target_nll_is_the_mean_cross_entropy_of_the_generated_tokens():
+    model = tiny("llama")
+    prompt, tokens = [3, 1, 4, 1, 5], [9, 2, 6]
+    with torch.no_grad():
+        logp = model(torch.tensor([prompt + tokens])).logits[0].log_softmax(-1)
+    expected = -sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(tokens)) / len(tokens)
+    assert abs(target_nll(model, prompt, tokens) - expected) < 1e-4
+    assert target_nll(model, prompt, []) is None
