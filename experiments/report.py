@@ -96,7 +96,7 @@ def plot(rows: list[dict], records: dict[str, list[dict]], out: Path) -> list[Pa
             acc = row["per_position_acceptance"]
             ax.plot(range(1, len(acc) + 1), acc, marker="o", label=_label(row["run"], row["strategy"]))
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set(xlabel="draft position", ylabel="P(accepted | previous accepted)", title="Per-position acceptance", ylim=(0, 1))
+    ax.set(xlabel="draft position (trees: depth)", ylabel="P(accepted | previous accepted)", title="Per-position acceptance", ylim=(0, 1))
     ax.legend(fontsize=7)
     paths.append(_save(fig, out / "per_position_acceptance.png"))
 
