@@ -50,16 +50,17 @@ class MedusaHeads(nn.Module):
     def num_heads(self) -> int:
         return len(self.blocks)
 
-    def hidden(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., d) -> (..., K, d): each head's transformed hidden state."""
-        return torch.stack([block(hidden) for block in self.blocks], dim=-2)
+    def hidden(self, hidden: torch.Tensor, count: int | None = None) -> torch.Tensor:
+        """(..., d) -> (..., K, d): each head's transformed hidden state (the first `count` heads only)."""
+        return torch.stack([block(hidden) for block in self.blocks[:count]], dim=-2)
 
-    def forward(self, hidden: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
-        """(..., d) hidden states -> (..., K, V) logits, head k in row k."""
-        states = self.hidden(hidden)
+    def forward(self, hidden: torch.Tensor, lm_head: nn.Module, count: int | None = None) -> torch.Tensor:
+        """(..., d) hidden states -> (..., K, V) logits, head k in row k; `count` limits it to the
+        first heads (a tree of depth d needs d)."""
+        states = self.hidden(hidden, count)
         if self.projections is None:
             return lm_head(states)  # one product over K rows: the target's head (or its token subset)
-        return torch.stack([proj(states[..., k, :]) for k, proj in enumerate(self.projections)], dim=-2)
+        return torch.stack([proj(states[..., k, :]) for k, proj in enumerate(self.projections[:count])], dim=-2)
 
 
 def save_medusa_heads(heads: MedusaHeads, directory: Path, meta: dict) -> None:
