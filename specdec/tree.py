@@ -51,10 +51,10 @@ class Tree:
         key = str(device)
         if key not in self._on_device:
             self._on_device[key] = {
-                "ancestors": self.ancestors.to(device),
+                "hidden": ~self.ancestors.to(device),  # what each row of the tree may not see
                 "depths": torch.tensor(self.depths, device=device),
                 "parents": torch.tensor(self.parents[1:], device=device),  # each node's parent row
-                "node_depths": torch.tensor(self.depths[1:], device=device),
+                "heads": torch.tensor(self.depths[1:], device=device) - 1,  # the head that proposes each node
                 "ranks": torch.tensor(self.ranks, device=device),
                 "leaf_paths": self.leaf_paths.to(device),
             }
@@ -63,10 +63,10 @@ class Tree:
     def attention_mask(self, cached: int, dtype: torch.dtype, device) -> torch.Tensor:
         """(1, 1, size + 1, cached + size + 1) additive mask: 0 where a row may attend (every cached
         token, its ancestors, itself), the dtype's minimum elsewhere."""
-        visible = torch.cat([torch.ones(self.size + 1, cached, dtype=torch.bool, device=device),
-                             self.tensors(device)["ancestors"]], dim=1)
-        mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
-        return mask[None, None]
+        rows = self.size + 1
+        mask = torch.zeros(1, 1, rows, cached + rows, dtype=dtype, device=device)
+        mask[0, 0, :, cached:].masked_fill_(self.tensors(device)["hidden"], torch.finfo(dtype).min)
+        return mask
 
     def position_ids(self, cached: int, device) -> torch.Tensor:
         return (cached + self.tensors(device)["depths"])[None]

@@ -73,7 +73,7 @@ def default_rule(sampling: SamplingParams):
 def _longest_path(tree, node_tokens: torch.Tensor, passed: torch.Tensor, score: torch.Tensor | None = None):
     """The root-to-leaf path whose first n nodes all passed (`passed` and `score` per node) with the
     largest n (ties: highest `score` summed over the accepted nodes, else the first path):
-    (rows, row tokens)."""
+    (its rows, root first; the tokens of its accepted nodes)."""
     paths = tree.tensors(node_tokens.device)["leaf_paths"]  # (leaves, depth + 1) rows, -1 past a leaf
     nodes = paths[:, 1:] - 1  # node index = row - 1
     ok = passed[nodes.clamp_min(0)] & (nodes >= 0)
@@ -86,7 +86,7 @@ def _longest_path(tree, node_tokens: torch.Tensor, passed: torch.Tensor, score: 
         gained = (kept * score[nodes.clamp_min(0)]).sum(dim=1)
         best = int(torch.where(longest, gained, float("-inf")).argmax())
     rows = paths[best, : int(lengths[best]) + 1]
-    return rows, torch.cat([node_tokens.new_zeros(1), node_tokens])[rows]
+    return rows, node_tokens[rows[1:] - 1]
 
 
 def _tree_match(choices: torch.Tensor, node_tokens: torch.Tensor, tree) -> Verdict:
@@ -94,7 +94,7 @@ def _tree_match(choices: torch.Tensor, node_tokens: torch.Tensor, tree) -> Verdi
     (siblings differ, so at most one path qualifies); the choice after it comes next."""
     rows, tokens = _longest_path(tree, node_tokens, node_tokens == choices[tree.tensors(choices.device)["parents"]])
     rows = rows.tolist()
-    return Verdict(tokens[1:].tolist() + [int(choices[rows[-1]])], rows)
+    return Verdict(tokens.tolist() + [int(choices[rows[-1]])], rows)
 
 
 def tree_greedy(target_logits, node_tokens, tree, sampling, generator) -> Verdict:
@@ -124,6 +124,6 @@ def typical_acceptance(posterior_threshold: float, posterior_alpha: float):
         p_node = p[parents, node_tokens]
         rows, tokens = _longest_path(tree, node_tokens, p_node > threshold[parents], p_node.clamp_min(1e-20).log())
         rows = rows.tolist()
-        return Verdict(tokens[1:].tolist() + [int(sample(p[rows[-1]], generator).item())], rows)
+        return Verdict(tokens.tolist() + [int(sample(p[rows[-1]], generator).item())], rows)
 
     return rule

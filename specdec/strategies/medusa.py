@@ -88,7 +88,7 @@ class Medusa(Strategy):
         top = logits.topk(tree.max_rank + 1, dim=-1).indices  # (depth, ranks)
         self.guesses.append((len(request.tokens), top[:, 0]))  # head k guesses tokens[len + k]
         index = tree.tensors(top.device)
-        return Proposal(top[index["node_depths"] - 1, index["ranks"]], tree=tree)
+        return Proposal(top[index["heads"], index["ranks"]], tree=tree)
 
     def _pruned(self, depth: int) -> Tree:
         if depth not in self.pruned:
