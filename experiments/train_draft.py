@@ -33,10 +33,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from experiments.checkpoint import resume, save_checkpoint
 from experiments.draft_data import check_disjoint, training_prompts
 from experiments.prompts import encode, load_prompts, shipped_suites
 from specdec.errors import ConfigError
-from specdec.models import decoding_model, load_model, new_draft, save_token_frequencies, save_trained_draft
+from specdec.models import (
+    decoding_model,
+    load_model,
+    new_draft,
+    save_token_frequencies,
+    save_trained_draft,
+)
 
 log = logging.getLogger("experiments.train_draft")
 
@@ -147,14 +154,8 @@ def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path) -> dic
     warmup = max(1, len(plan) // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1, (s + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / len(plan)))))
-    checkpoint, step, spent = work / "checkpoint.pt", 0, 0.0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        draft.load_state_dict(state["draft"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        step, spent = state["step"], state["seconds"]
-        log.info("resumed from %s at step %d of %d", checkpoint, step, len(plan))
+    checkpoint = work / "checkpoint.pt"
+    step, spent = resume(checkpoint, draft, optimizer, schedule, len(plan))
     before = agreement(draft, held_out, pad, cfg.train.batch_tokens) if step == 0 else None
     draft.train()
     start = time.perf_counter() - spent
@@ -171,8 +172,7 @@ def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path) -> dic
             bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{hits.mean().item():.3f}")
             if step % cfg.train.checkpoint_every == 0 or step == len(plan):
                 trainable = {k: v for k, v in draft.state_dict().items() if k.startswith(("model.layers", "model.norm"))}
-                torch.save({"draft": trainable, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                            "step": step, "seconds": time.perf_counter() - start}, checkpoint)
+                save_checkpoint(checkpoint, trainable, optimizer, schedule, step, time.perf_counter() - start)
     draft.eval()
     after = agreement(draft, held_out, pad, cfg.train.batch_tokens)
     log.info("held-out top-1 agreement with the target: %.3f (before training %s)", after, before)

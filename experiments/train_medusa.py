@@ -34,12 +34,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from experiments.checkpoint import resume, save_checkpoint
 from experiments.cost_model import measure_costs
 from experiments.train_draft import answered_prompts
 from specdec.cached_model import CachedModel
 from specdec.errors import ConfigError
 from specdec.medusa_heads import MedusaHeads, save_medusa_heads
-from specdec.models import TOKEN_FREQUENCIES, decoding_model, load_model, save_token_frequencies
+from specdec.models import (
+    TOKEN_FREQUENCIES,
+    decoding_model,
+    load_model,
+    save_token_frequencies,
+)
 from specdec.subset_head import SubsetHead
 from specdec.tree import best_tree
 
@@ -102,14 +108,8 @@ def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, label
     total = per_epoch * cfg.train.epochs
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.train.lr, total_steps=total, pct_start=0.05)
     weights = torch.tensor([cfg.train.head_decay ** k for k in range(heads.num_heads)])
-    checkpoint, step, spent = work / "medusa_checkpoint.pt", 0, 0.0
-    if checkpoint.exists():
-        state = torch.load(checkpoint)
-        heads.load_state_dict(state["heads"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        step, spent = state["step"], state["seconds"]
-        log.info("resumed from %s at step %d of %d", checkpoint, step, total)
+    checkpoint = work / "medusa_checkpoint.pt"
+    step, spent = resume(checkpoint, heads, optimizer, schedule, total)
     heads.train()
     start = time.perf_counter() - spent
     with tqdm(total=total, initial=step, desc="training", unit="step") as bar:
@@ -132,9 +132,7 @@ def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, label
             hits = (scores.argmax(-1) == target).float().sum(0) / (target >= 0).float().sum(0).clamp_min(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", top1="/".join(f"{h:.2f}" for h in hits.tolist()))
             if step % cfg.train.checkpoint_every == 0 or step == total:
-                torch.save({"heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
-                            "schedule": schedule.state_dict(), "step": step,
-                            "seconds": time.perf_counter() - start}, checkpoint)
+                save_checkpoint(checkpoint, heads.state_dict(), optimizer, schedule, step, time.perf_counter() - start)
             if step % per_epoch == 0:
                 log.info("epoch %d: loss %.3f, batch top-1 per head %s", step // per_epoch, loss.item(),
                          [round(h, 3) for h in hits.tolist()])
