@@ -1,9 +1,11 @@
 """`python -m experiments.train_draft`: distill a small draft from the target on the CPU.
 
 Recipe (self-distillation, as Medusa and EAGLE train on the target's own outputs):
-1. data: the target answers `data.prompts` training prompts (experiments.draft_data: built
-   from templates and the Python standard library, disjoint from every evaluation suite),
-   greedily, and a `data.sampled_share` of them by sampling; saved as data.jsonl.
+1. data, in two stages (experiments.draft_data, disjoint from every evaluation suite): the
+   target first writes `data.passages` everyday texts (news reports, stories, notices), then
+   answers `data.prompts` training prompts built from templates, the Python standard library
+   and those texts (to summarize, question, rewrite), greedily, and a `data.sampled_share` of
+   them by sampling; everything it wrote is training data, saved as data.jsonl.
 2. draft: the target's config with `train.num_layers` decoder layers, initialized from the
    target layers `train.init_layers`; it shares (and never changes) the target's embedding
    and tied LM head, so only its layers and final norm are trained and shipped.
@@ -34,7 +36,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from experiments.checkpoint import resume, save_checkpoint
-from experiments.draft_data import check_disjoint, training_prompts
+from experiments.draft_data import (
+    check_disjoint,
+    evaluation_spans,
+    overlaps,
+    passage_prompts,
+    training_prompts,
+)
 from experiments.prompts import encode, load_prompts, shipped_suites
 from specdec.errors import ConfigError
 from specdec.models import (
@@ -49,22 +57,41 @@ log = logging.getLogger("experiments.train_draft")
 
 
 def generate_data(cfg: DictConfig, target, tokenizer, path: Path) -> list[dict]:
-    """Answer every training prompt with the target (batched); resumes from `path`."""
-    prompts = training_prompts(cfg.data.prompts, cfg.seed)
-    evaluation = [m["content"] for suite in shipped_suites() for p in load_prompts(suite=suite) for m in p["messages"]]
-    check_disjoint([p["prompt"] for p in prompts], evaluation)
+    """Answer the passage requests, then every training prompt, with the target; resumes from `path`."""
     done = {}
     if path.exists():
         done = {row["id"]: row for row in map(json.loads, path.read_text().splitlines())}
+    evaluation = [m["content"] for suite in shipped_suites() for p in load_prompts(suite=suite) for m in p["messages"]]
+    requests = passage_prompts(cfg.data.passages, cfg.seed)
+    answer(requests, cfg, target, tokenizer, done, path, sampled_share=1.0)
+    spans = evaluation_spans(evaluation)
+    passages = [complete_sentences(tokenizer.decode(done[p["id"]]["answer_ids"], skip_special_tokens=True))
+                for p in requests]
+    passages = [text for text in passages if len(text) >= 200 and not overlaps(text, spans)]
+    prompts = training_prompts(cfg.data.prompts, cfg.seed, passages)
+    check_disjoint([p["prompt"] for p in prompts], evaluation)
+    answer(prompts, cfg, target, tokenizer, done, path, sampled_share=cfg.data.sampled_share)
+    return [done[p["id"]] for p in requests + prompts]
+
+
+def complete_sentences(text: str) -> str:
+    """The text up to its last full stop (answers are cut at max_new_tokens)."""
+    return text[: text.rfind(".") + 1].strip()
+
+
+def answer(prompts: list[dict], cfg: DictConfig, target, tokenizer, done: dict, path: Path, sampled_share: float) -> None:
+    """Batched answers to the prompts not in `done`, appended to `path` and added to `done`;
+    a `sampled_share` of them sampled at data.temperature, the rest greedy."""
     rng = random.Random(cfg.seed)
     for p in prompts:
         p["input_ids"] = encode(tokenizer, [{"role": "user", "content": p["prompt"]}])
-        p["sampled"] = rng.random() < cfg.data.sampled_share
+        p["sampled"] = rng.random() < sampled_share
     todo = sorted((p for p in prompts if p["id"] not in done), key=lambda p: (p["sampled"], len(p["input_ids"])))
     fast = decoding_model(target)  # few-row products: a batch of answers is a few rows per step
     eos = target.generation_config.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos if isinstance(eos, int) else eos[0]
-    with open(path, "a") as out, tqdm(total=len(prompts), initial=len(done), desc="answering", unit="prompt") as bar:
+    with open(path, "a") as out, tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="answering",
+                                      unit="prompt") as bar:
         for start in range(0, len(todo), cfg.data.batch_size):
             batch = todo[start : start + cfg.data.batch_size]
             width = max(len(p["input_ids"]) for p in batch)
@@ -76,18 +103,17 @@ def generate_data(cfg: DictConfig, target, tokenizer, path: Path) -> list[dict]:
                                         do_sample=sampled, temperature=cfg.data.temperature if sampled else None,
                                         top_k=None, top_p=None)
             for p, row in zip(batch, out_ids[:, width:].tolist()):
-                answer = []
+                tokens = []
                 for token in row:
-                    answer.append(token)
+                    tokens.append(token)
                     if token in (eos if isinstance(eos, list) else [eos]):
                         break
                 record = {"id": p["id"], "category": p["category"], "sampled": sampled,
-                          "prompt_ids": p["input_ids"], "answer_ids": answer}
+                          "prompt_ids": p["input_ids"], "answer_ids": tokens}
                 done[p["id"]] = record
                 out.write(json.dumps(record) + "\n")
             out.flush()
             bar.update(len(batch))
-    return [done[p["id"]] for p in prompts]
 
 
 def answered_prompts(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[dict], float]:

@@ -105,13 +105,13 @@ def test_profile_step_writes_the_step_profile(tmp_path):
 
 
 def test_train_draft_trains_exports_and_resumes(tmp_path):
-    args = ["train.init_layers=[0,2]", "data.prompts=24", "data.max_new_tokens=6", "data.batch_size=8",
+    args = ["train.init_layers=[0,2]", "data.passages=4", "data.prompts=24", "data.max_new_tokens=6", "data.batch_size=8",
             "train.held_out_share=0.3", "train.checkpoint_every=1", f"work_dir={tmp_path / 'work'}",
             f"out_dir={tmp_path / 'draft'}", f"hydra.run.dir={tmp_path / 'run'}"]
     run(*args, module="experiments.train_draft")
     meta = json.loads((tmp_path / "draft" / "specdec_draft.json").read_text())
     assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
-    assert meta["data_sequences"] == 24 and meta["held_out_top1_after"] is not None
+    assert meta["data_sequences"] == 4 + 24 and meta["held_out_top1_after"] is not None
     assert {"config.json", "model.safetensors", "tokens_by_frequency.json"} <= {p.name for p in (tmp_path / "draft").iterdir()}
     data = (tmp_path / "work" / "data.jsonl").read_text()
     again = run(*args, module="experiments.train_draft")  # resumes: no prompt answered twice, no step retrained
@@ -123,7 +123,7 @@ def test_train_draft_trains_exports_and_resumes(tmp_path):
 
 
 def test_train_medusa_trains_exports_resumes_and_runs(tmp_path):
-    args = ["data.prompts=16", "data.max_new_tokens=8", "data.batch_size=8", "heads.num_heads=3",
+    args = ["data.passages=2", "data.prompts=16", "data.max_new_tokens=8", "data.batch_size=8", "heads.num_heads=3",
             "train.held_out_share=0.4", "train.epochs=2", "train.batch_positions=32", "train.checkpoint_every=1",
             "train.head_tokens=200", "tree.max_nodes=4", "tree.context_tokens=16",
             f"work_dir={tmp_path / 'work'}", f"out_dir={tmp_path / 'heads'}", f"hydra.run.dir={tmp_path / 'run'}"]

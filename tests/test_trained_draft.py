@@ -10,11 +10,17 @@ import torch
 from conftest import random_prompt, tiny
 from transformers import AutoModelForCausalLM
 
-from experiments.draft_data import check_disjoint, training_prompts
+from experiments.draft_data import check_disjoint, passage_prompts, training_prompts
 from experiments.prompts import load_prompts, shipped_suites
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.models import (TRAINED_DRAFTS, load_draft, load_trained_draft, new_draft, save_token_frequencies,
-                            save_trained_draft)
+from specdec.models import (
+    TRAINED_DRAFTS,
+    load_draft,
+    load_trained_draft,
+    new_draft,
+    save_token_frequencies,
+    save_trained_draft,
+)
 from specdec.strategies import create_strategy
 from specdec.subset_head import SubsetHead
 
@@ -106,10 +112,14 @@ def test_shipped_draft_is_small_and_documented():
 
 
 def test_training_prompts_are_disjoint_from_every_evaluation_suite():
-    prompts = training_prompts(1200)  # configs/train_draft.yaml's data.prompts
+    requests = passage_prompts(400)  # configs/train_draft.yaml's data.passages
+    assert len({p["prompt"] for p in requests}) == 400 and {p["category"] for p in requests} == {"passage"}
+    passages = [f"A written passage number {i}. " * 12 for i in range(50)]  # stand-ins for the target's texts
+    prompts = training_prompts(1200, passages=passages)  # configs/train_draft.yaml's data.prompts
     assert len({p["prompt"] for p in prompts}) == 1200
     assert {p["category"] for p in prompts} == {"chat", "code", "summarization", "qa", "math", "rewrite"}
+    assert sum(any(text in p["prompt"] for text in passages) for p in prompts) > 200  # the passages are used
     evaluation = [m["content"] for suite in shipped_suites() for p in load_prompts(suite=suite) for m in p["messages"]]
-    check_disjoint([p["prompt"] for p in prompts], evaluation)
+    check_disjoint([p["prompt"] for p in prompts + requests], evaluation)
     with pytest.raises(ValueError, match="overlaps"):
         check_disjoint(["Please answer: " + evaluation[0]], evaluation)
