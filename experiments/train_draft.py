@@ -11,6 +11,8 @@ Recipe (self-distillation, as Medusa and EAGLE train on the target's own outputs
    and tied LM head, so only its layers and final norm are trained and shipped.
 3. loss: cross-entropy on the target-generated answer tokens. On the greedy answers that is
    exactly "predict the target's greedy choice", which is what greedy acceptance rewards.
+   With `train.head_tokens`, over the scores of the answers' most frequent tokens only: what
+   the draft computes at inference with draft.head_tokens, and the head is most of a step's cost.
 4. checkpoints every `train.checkpoint_every` steps into the work directory; a rerun with the
    same work directory resumes (data generation skips answered prompts, training restarts
    from the last checkpoint). The held-out agreement (draft top-1 == target token) is logged.
@@ -46,12 +48,14 @@ from experiments.draft_data import (
 from experiments.prompts import encode, load_prompts, shipped_suites
 from specdec.errors import ConfigError
 from specdec.models import (
+    TOKEN_FREQUENCIES,
     decoding_model,
     load_model,
     new_draft,
     save_token_frequencies,
     save_trained_draft,
 )
+from specdec.subset_head import SubsetHead
 
 log = logging.getLogger("experiments.train_draft")
 
@@ -141,8 +145,9 @@ def batches(rows: list[dict], max_tokens: int, rng: random.Random) -> list[list[
     return groups
 
 
-def answer_loss(draft, group: list[dict], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of the draft on the answer tokens of a group, and its top-1 hits."""
+def answer_loss(draft, group: list[dict], pad: int, subset: SubsetHead | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the draft on the answer tokens of a group, and its top-1 hits; with a
+    `subset`, over the scores inference computes with draft.head_tokens (a token outside it is a miss)."""
     seqs = [r["prompt_ids"] + r["answer_ids"] for r in group]
     width = max(map(len, seqs))
     ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
@@ -154,21 +159,24 @@ def answer_loss(draft, group: list[dict], pad: int) -> tuple[torch.Tensor, torch
         rows += [i] * len(r["answer_ids"])
         cols += range(first, first + len(r["answer_ids"]))
         labels += r["answer_ids"]
-    logits = draft.lm_head(hidden[rows, cols])
     labels = torch.tensor(labels)
-    return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float()
+    if subset is None:
+        logits = draft.lm_head(hidden[rows, cols])
+    else:
+        logits, labels = subset.scores(hidden[rows, cols]), subset.columns(labels)
+    return F.cross_entropy(logits, labels, ignore_index=-100), (logits.argmax(-1) == labels).float()
 
 
 @torch.no_grad()
-def agreement(draft, rows: list[dict], pad: int, max_tokens: int) -> float | None:
+def agreement(draft, rows: list[dict], pad: int, max_tokens: int, subset: SubsetHead | None) -> float | None:
     """Share of held-out greedy answer tokens the draft predicts exactly (top-1)."""
     if not rows:
         return None
-    hits = torch.cat([answer_loss(draft, g, pad)[1] for g in batches(rows, max_tokens, random.Random(0))])
+    hits = torch.cat([answer_loss(draft, g, pad, subset)[1] for g in batches(rows, max_tokens, random.Random(0))])
     return hits.mean().item()
 
 
-def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path) -> dict:
+def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path, subset: SubsetHead | None) -> dict:
     rng = random.Random(cfg.seed)
     held_out = [r for r in data if not r["sampled"] and rng.random() < cfg.train.held_out_share]
     held_ids = {r["id"] for r in held_out}
@@ -182,12 +190,12 @@ def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path) -> dic
         1 + math.cos(math.pi * min(1.0, s / len(plan)))))
     checkpoint = work / "checkpoint.pt"
     step, spent = resume(checkpoint, draft, optimizer, schedule, len(plan))
-    before = agreement(draft, held_out, pad, cfg.train.batch_tokens) if step == 0 else None
+    before = agreement(draft, held_out, pad, cfg.train.batch_tokens, subset) if step == 0 else None
     draft.train()
     start = time.perf_counter() - spent
     with tqdm(total=len(plan), initial=step, desc="training", unit="step") as bar:
         while step < len(plan) and time.perf_counter() - start < cfg.train.time_budget_min * 60:
-            loss, hits = answer_loss(draft, plan[step], pad)
+            loss, hits = answer_loss(draft, plan[step], pad, subset)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -200,7 +208,7 @@ def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path) -> dic
                 trainable = {k: v for k, v in draft.state_dict().items() if k.startswith(("model.layers", "model.norm"))}
                 save_checkpoint(checkpoint, trainable, optimizer, schedule, step, time.perf_counter() - start)
     draft.eval()
-    after = agreement(draft, held_out, pad, cfg.train.batch_tokens)
+    after = agreement(draft, held_out, pad, cfg.train.batch_tokens, subset)
     log.info("held-out top-1 agreement with the target: %.3f (before training %s)", after, before)
     return {"steps": step, "planned_steps": len(plan), "train_minutes": round((time.perf_counter() - start) / 60, 1),
             "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1_after": after}
@@ -217,14 +225,20 @@ def train_draft(cfg: DictConfig) -> dict:
     data, data_minutes = answered_prompts(cfg, target, tokenizer, work)
     draft = new_draft(target, list(cfg.train.init_layers))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    results = train(cfg, draft, data, pad, work)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
+    subset = None
+    if cfg.train.head_tokens:
+        frequent = json.loads((out / TOKEN_FREQUENCIES).read_text())[: cfg.train.head_tokens]
+        subset = SubsetHead(target.get_output_embeddings().weight, frequent)
+    results = train(cfg, draft, data, pad, work, subset)
     data_hash = hashlib.sha256((work / "data.jsonl").read_bytes()).hexdigest()
     meta = {"target": cfg.model.name_or_path, "config": OmegaConf.to_container(cfg, resolve=True),
             "data_sha256": data_hash, "data_sequences": len(data),
             "data_answer_tokens": sum(len(r["answer_ids"]) for r in data), "data_minutes": round(data_minutes, 1),
             **results}
-    save_trained_draft(draft, Path(cfg.out_dir), meta)
-    save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, Path(cfg.out_dir))
+    save_trained_draft(draft, out, meta)
     return meta
 
 

@@ -86,7 +86,7 @@ def accuracy(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor, label
         for start in range(0, len(hidden), 2048):
             scores = head_logits(heads, subset, hidden[start : start + 2048])
             chunk = labels[start : start + 2048]
-            target = subset_labels(subset, chunk)
+            target = subset.columns(chunk)
             rank = (scores > scores.gather(-1, target.clamp_min(0).unsqueeze(-1))).sum(-1)
             rank = torch.where(target >= 0, rank, scores.shape[-1])  # outside the subset: a miss
             ranks.append(torch.where(chunk >= 0, rank, -1))
@@ -118,7 +118,7 @@ def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, label
             order = torch.randperm(len(hidden), generator=torch.Generator().manual_seed(cfg.seed + epoch))
             batch = order[offset * cfg.train.batch_positions : (offset + 1) * cfg.train.batch_positions]
             scores = head_logits(heads, subset, hidden[batch])  # (B, K, S)
-            target = subset_labels(subset, labels[batch])
+            target = subset.columns(labels[batch])
             losses = torch.stack([F.cross_entropy(scores[:, k], target[:, k], ignore_index=-100)
                                   for k in range(heads.num_heads)])
             loss = (losses.nan_to_num() * weights).sum() / weights.sum()
@@ -138,13 +138,6 @@ def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, label
                          [round(h, 3) for h in hits.tolist()])
     heads.eval()
     return {"steps": step, "planned_steps": total, "train_minutes": round((time.perf_counter() - start) / 60, 1)}
-
-
-def subset_labels(subset: SubsetHead, labels: torch.Tensor) -> torch.Tensor:
-    """Token ids -> positions in the subset; -100 (ignored) outside it or where there is no label."""
-    position = torch.full((subset.vocab_size,), -100, dtype=torch.long)
-    position[subset.token_ids] = torch.arange(len(subset.token_ids))
-    return torch.where(labels >= 0, position[labels.clamp_min(0)], -100)
 
 
 def default_tree(cfg: DictConfig, target, topk_accuracy: list[list[float]]) -> dict:

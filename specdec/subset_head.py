@@ -25,3 +25,10 @@ class SubsetHead(nn.Module):
         scores = self.scores(hidden)
         logits = scores.new_full((*scores.shape[:-1], self.vocab_size), float("-inf"))
         return logits.index_copy_(-1, self.token_ids, scores)
+
+    def columns(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids -> their columns in `scores`, -100 (cross_entropy's ignore_index) for a token
+        outside the subset or a missing one (< 0): for training on the subset's scores only."""
+        column = torch.full((self.vocab_size,), -100, dtype=torch.long, device=token_ids.device)
+        column[self.token_ids] = torch.arange(len(self.token_ids), device=token_ids.device)
+        return torch.where(token_ids >= 0, column[token_ids.clamp_min(0)], -100)

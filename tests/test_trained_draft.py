@@ -72,6 +72,7 @@ def test_subset_head_scores_only_its_tokens():
     assert logits.shape == (2, 4, 50)
     torch.testing.assert_close(logits[..., [3, 7, 11]], hidden @ weight[[3, 7, 11]].T)
     assert torch.isinf(logits[..., 0]).all()
+    assert head.columns(torch.tensor([7, 0, 3, -100, 11])).tolist() == [1, -100, 0, -100, 2]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
