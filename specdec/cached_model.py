@@ -28,7 +28,10 @@ class CachedModel:
         self.new_cache = KV_CACHES[kv_cache]
         self.device = next(model.parameters()).device
         self.cache = None
-        self._can_keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        parameters = inspect.signature(model.forward).parameters
+        self._can_keep_logits = "logits_to_keep" in parameters
+        # transformers 5.24 renamed past_key_values to cache (the old name warns, and goes in 5.40)
+        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.head = model.get_output_embeddings() if keep_hidden else None
         if keep_hidden and self.head is None:
             raise ConfigError(f"{type(model).__name__} has no output embeddings (LM head) to read hidden states from")
@@ -66,7 +69,8 @@ class CachedModel:
                           position_ids=tree.position_ids(self.length, self.device))
         hook = self.head.register_forward_hook(self._keep_hidden) if self.head is not None else None
         try:
-            out = self.model(input_ids=tokens.view(1, -1), past_key_values=self.cache, use_cache=True, **kwargs)
+            kwargs[self._cache_argument] = self.cache
+            out = self.model(input_ids=tokens.view(1, -1), use_cache=True, **kwargs)
         finally:
             if hook is not None:
                 hook.remove()
