@@ -121,12 +121,15 @@ def answer(prompts: list[dict], cfg: DictConfig, target, tokenizer, done: dict, 
 
 
 def answered_prompts(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[dict], float]:
-    """generate_data into work/data.jsonl, and the minutes it took summed over resumed runs."""
+    """generate_data into work/data.jsonl, and the minutes it took summed over resumed runs
+    (an interrupted run's time counts too, unless its process was killed outright)."""
+    spent = work / "data_seconds.txt"
     began = time.perf_counter()
-    data = generate_data(cfg, target, tokenizer, work / "data.jsonl")
-    spent = work / "data_seconds.txt"  # summed over resumed runs, so the reported time is the whole job's
-    seconds = time.perf_counter() - began + (float(spent.read_text()) if spent.exists() else 0.0)
-    spent.write_text(str(seconds))
+    try:
+        data = generate_data(cfg, target, tokenizer, work / "data.jsonl")
+    finally:
+        seconds = time.perf_counter() - began + (float(spent.read_text()) if spent.exists() else 0.0)
+        spent.write_text(str(seconds))
     return data, seconds / 60
 
 

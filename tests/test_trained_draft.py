@@ -124,3 +124,18 @@ def test_training_prompts_are_disjoint_from_every_evaluation_suite():
     check_disjoint([p["prompt"] for p in prompts + requests], evaluation)
     with pytest.raises(ValueError, match="overlaps"):
         check_disjoint(["Please answer: " + evaluation[0]], evaluation)
+
+
+def test_data_time_of_an_interrupted_run_is_kept_for_the_resumed_one(tmp_path, monkeypatch):
+    from experiments import train_draft
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_draft, "generate_data", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_draft.answered_prompts(None, None, None, tmp_path)
+    first = float((tmp_path / "data_seconds.txt").read_text())
+    monkeypatch.setattr(train_draft, "generate_data", lambda *_: ["row"])
+    data, minutes = train_draft.answered_prompts(None, None, None, tmp_path)
+    assert data == ["row"] and minutes * 60 >= first > 0
