@@ -3,8 +3,10 @@
 A step that proposes p tokens costs p draft passes plus one target pass over p + 1 tokens,
 and commits 1 + sum_{i<=p} prod_{j<=i} a_j tokens on average, where a_j is the measured
 per-position acceptance (for a tree: p nodes verified, the sum running over its depth with
-the measured per-depth acceptance; its heads' cost is left out). Summed over the steps a run really took (so dynamic draft lengths
-and empty proposals count as they happened), plus each request's measured prefill, this
+the measured per-depth acceptance). A draft model's passes are timed here; a strategy without
+one (Medusa's heads and tree, an n-gram lookup) brings the time its propose() took in the run.
+Summed over the steps a run really took (so dynamic draft lengths and empty proposals count as
+they happened), plus each request's measured prefill, this
 predicts the run's speedup over the baseline; with every step at a fixed gamma it predicts
 the best gamma. Forward costs are timed in the same process (experiments.profile_step's timer).
 """
@@ -68,14 +70,17 @@ def predict_speedup(records: list[dict], baseline: list[dict], acceptance: list[
     ours_ms = ours_tokens = 0.0
     for r in records:
         ours_ms += r["ttft_ms"]
+        steps = len(r["proposed_per_step"])
+        propose_ms = 0.0 if uses_draft else r.get("propose_ms", 0.0) / max(steps, 1)  # per step, as measured
         if gamma is None:  # a tree step reaches its depth (per-depth acceptance) and verifies all its nodes
             depths = r.get("depth_per_step") or [None] * len(r["proposed_per_step"])
             ours_tokens += 1 + sum(expected_tokens(acceptance or [], p if d is None else d)
                                    for p, d in zip(r["proposed_per_step"], depths))
-            ours_ms += sum(step_ms(p, costs, draft_ms) for p in r["proposed_per_step"])
+            ours_ms += sum(step_ms(p, costs, draft_ms) + propose_ms for p in r["proposed_per_step"])
         else:
             ours_tokens += r["new_tokens"]
-            ours_ms += (r["new_tokens"] - 1) * step_ms(gamma, costs, draft_ms) / expected_tokens(acceptance or [], gamma)
+            step = step_ms(gamma, costs, draft_ms) + propose_ms
+            ours_ms += (r["new_tokens"] - 1) * step / expected_tokens(acceptance or [], gamma)
     return (ours_tokens / ours_ms) / (base_tokens / base_ms)
 
 

@@ -114,7 +114,9 @@ class Decoder:
     def _step(self, request: Request, stop: StopCriteria, rule, metrics: RequestMetrics) -> str | None:
         """One propose -> verify -> accept -> commit -> roll back step; returns why the request ended, if it did."""
         budget = stop.max_new_tokens - (len(request.tokens) - request.prompt_len)
+        began = time.perf_counter()
         proposal = self.strategy.propose(request, max_tokens=budget - 1)
+        metrics.propose_s += time.perf_counter() - began
         pending = torch.tensor(request.tokens[-1:], device=request.device)
         tree = proposal.tree
         logits = self.target.forward(torch.cat([pending, proposal.tokens]), tree=tree)  # k+1 rows: the verify pass

@@ -24,6 +24,7 @@ class RequestMetrics:
     target_forwards: int = 0
     ttft_s: float = 0.0
     total_s: float = 0.0
+    propose_s: float = 0.0  # time inside the strategy's propose(): drafting, heads, lookups (host time on CUDA)
     steps: list[Step] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # the strategy's own numbers (Strategy.stats)
 
@@ -69,6 +70,7 @@ class RequestMetrics:
             "ttft_ms": 1000 * self.ttft_s,
             "tpot_ms": self.tpot_ms,
             "total_ms": 1000 * self.total_s,
+            "propose_ms": 1000 * self.propose_s,
             "tokens_per_s": self.tokens_per_s,
             **self.extra,
         }

@@ -161,6 +161,8 @@ def test_bench_matrix_with_anchors_report_and_resume(tmp_path):
     for name in ("bench.md", "bench.csv", "speedup_vs_gamma.png", "per_position_acceptance.png", "tokens_per_step.png"):
         assert (tmp_path / name).stat().st_size > 0
     results = (tmp_path / "results.jsonl").read_text()
+    drafted = [json.loads(line) for line in results.splitlines() if json.loads(line)["strategy"].startswith("draft")]
+    assert drafted and all(r["propose_ms"] > 0 for r in drafted)
     again = run(*args, module="experiments.bench")  # resumes: every prompt is done already
     assert (tmp_path / "results.jsonl").read_text() == results and "resuming" in again.stdout + again.stderr
     report = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path), "--out", str(tmp_path / "r")],

@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import tiny
 
+from experiments.cost_model import predict_speedup
 from experiments.quality import target_nll
 from specdec.metrics import RequestMetrics, Step, per_position_acceptance, summarize
 
@@ -52,3 +53,15 @@ def test_target_nll_is_the_mean_cross_entropy_of_the_generated_tokens():
     expected = -sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(tokens)) / len(tokens)
     assert abs(target_nll(model, prompt, tokens) - expected) < 1e-4
     assert target_nll(model, prompt, []) is None
+
+
+def test_cost_model_adds_the_measured_proposal_time_of_strategies_without_a_draft_model():
+    costs = {"verify_ms": {1: 10.0, 2: 10.0, 3: 10.0}, "draft_ms": 0.0}
+    baseline = [{"ttft_ms": 0.0, "new_tokens": 16}]
+    run = {"ttft_ms": 0.0, "new_tokens": 16, "proposed_per_step": [2] * 5}
+    free = predict_speedup([{**run, "propose_ms": 0.0}], baseline, [1.0, 1.0], costs, uses_draft=False)
+    heads = predict_speedup([{**run, "propose_ms": 25.0}], baseline, [1.0, 1.0], costs, uses_draft=False)
+    assert free == pytest.approx((16 / 50) / (16 / 150))  # 5 steps of 3 tokens + 1, each one 10 ms pass
+    assert heads == pytest.approx(free * 50 / 75)  # 5 ms of proposing per step
+    drafted = predict_speedup([{**run, "propose_ms": 25.0}], baseline, [1.0, 1.0], costs, uses_draft=True)
+    assert drafted == pytest.approx(free)  # a draft model's passes are timed by the cost model instead
