@@ -70,16 +70,15 @@ def predict_speedup(records: list[dict], baseline: list[dict], acceptance: list[
     ours_ms = ours_tokens = 0.0
     for r in records:
         ours_ms += r["ttft_ms"]
-        steps = len(r["proposed_per_step"])
-        propose_ms = 0.0 if uses_draft else r.get("propose_ms", 0.0) / max(steps, 1)  # per step, as measured
+        steps = r["proposed_per_step"]
+        propose_ms = 0.0 if uses_draft else r.get("propose_ms", 0.0)  # the run's measured time in propose()
         if gamma is None:  # a tree step reaches its depth (per-depth acceptance) and verifies all its nodes
-            depths = r.get("depth_per_step") or [None] * len(r["proposed_per_step"])
-            ours_tokens += 1 + sum(expected_tokens(acceptance or [], p if d is None else d)
-                                   for p, d in zip(r["proposed_per_step"], depths))
-            ours_ms += sum(step_ms(p, costs, draft_ms) + propose_ms for p in r["proposed_per_step"])
+            depths = r.get("depth_per_step") or [None] * len(steps)
+            ours_tokens += 1 + sum(expected_tokens(acceptance or [], p if d is None else d) for p, d in zip(steps, depths))
+            ours_ms += sum(step_ms(p, costs, draft_ms) for p in steps) + propose_ms
         else:
             ours_tokens += r["new_tokens"]
-            step = step_ms(gamma, costs, draft_ms) + propose_ms
+            step = step_ms(gamma, costs, draft_ms) + propose_ms / max(len(steps), 1)
             ours_ms += (r["new_tokens"] - 1) * step / expected_tokens(acceptance or [], gamma)
     return (ours_tokens / ours_ms) / (base_tokens / base_ms)
 

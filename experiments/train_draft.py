@@ -48,8 +48,8 @@ from experiments.draft_data import (
 from experiments.prompts import encode, load_prompts, shipped_suites
 from specdec.errors import ConfigError
 from specdec.models import (
-    TOKEN_FREQUENCIES,
     decoding_model,
+    frequent_token_head,
     load_model,
     new_draft,
     save_token_frequencies,
@@ -231,10 +231,8 @@ def train_draft(cfg: DictConfig) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
-    subset = None
-    if cfg.train.head_tokens:
-        frequent = json.loads((out / TOKEN_FREQUENCIES).read_text())[: cfg.train.head_tokens]
-        subset = SubsetHead(target.get_output_embeddings().weight, frequent)
+    weight = target.get_output_embeddings().weight
+    subset = frequent_token_head(weight, out, cfg.train.head_tokens) if cfg.train.head_tokens else None
     results = train(cfg, draft, data, pad, work, subset)
     data_hash = hashlib.sha256((work / "data.jsonl").read_bytes()).hexdigest()
     meta = {"target": cfg.model.name_or_path, "config": OmegaConf.to_container(cfg, resolve=True),

@@ -41,8 +41,8 @@ from specdec.cached_model import CachedModel
 from specdec.errors import ConfigError
 from specdec.medusa_heads import MedusaHeads, save_medusa_heads
 from specdec.models import (
-    TOKEN_FREQUENCIES,
     decoding_model,
+    frequent_token_head,
     load_model,
     save_token_frequencies,
 )
@@ -174,8 +174,7 @@ def train_medusa(cfg: DictConfig) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
-    frequent = json.loads((out / TOKEN_FREQUENCIES).read_text())[: cfg.train.head_tokens]
-    subset = SubsetHead(target.get_output_embeddings().weight, frequent)
+    subset = frequent_token_head(target.get_output_embeddings().weight, out, cfg.train.head_tokens)
     config = target.config.get_text_config()
     heads = MedusaHeads(config.hidden_size, config.vocab_size, cfg.heads.num_heads, cfg.heads.num_layers,
                         shared_lm_head=True)

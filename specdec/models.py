@@ -230,9 +230,14 @@ def load_trained_draft(directory: Path, target, head_tokens: int | None = None) 
     if head_tokens:
         if head_tokens < 1:
             raise ConfigError(f"draft.head_tokens must be >= 1, or null for the full head (got {head_tokens})")
-        by_frequency = json.loads((directory / TOKEN_FREQUENCIES).read_text())
-        draft.lm_head = SubsetHead(draft.lm_head.weight, by_frequency[:head_tokens])
+        draft.lm_head = frequent_token_head(draft.lm_head.weight, directory, head_tokens)
     return draft
+
+
+def frequent_token_head(weight: torch.Tensor, directory: Path, head_tokens: int) -> SubsetHead:
+    """A SubsetHead over the `head_tokens` most frequent tokens listed in `directory` (save_token_frequencies)."""
+    by_frequency = json.loads((Path(directory) / TOKEN_FREQUENCIES).read_text())
+    return SubsetHead(weight, by_frequency[:head_tokens])
 
 
 def save_token_frequencies(sequences: list[list[int]], vocab_size: int, directory: Path) -> None:

@@ -20,6 +20,9 @@ class SubsetHead(nn.Module):
         self.register_buffer("token_ids", torch.tensor(token_ids, device=weight.device), persistent=False)
         self.scores = nn.Linear(weight.shape[1], len(token_ids), bias=False, device=weight.device, dtype=weight.dtype)
         self.scores.weight = nn.Parameter(weight[self.token_ids].clone(), requires_grad=False)
+        column = torch.full((self.vocab_size,), -100, dtype=torch.long, device=weight.device)
+        column[self.token_ids] = torch.arange(len(token_ids), device=weight.device)
+        self.register_buffer("column", column, persistent=False)  # token id -> its column in `scores`, or -100
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         scores = self.scores(hidden)
@@ -29,6 +32,4 @@ class SubsetHead(nn.Module):
     def columns(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Token ids -> their columns in `scores`, -100 (cross_entropy's ignore_index) for a token
         outside the subset or a missing one (< 0): for training on the subset's scores only."""
-        column = torch.full((self.vocab_size,), -100, dtype=torch.long, device=token_ids.device)
-        column[self.token_ids] = torch.arange(len(self.token_ids), device=token_ids.device)
-        return torch.where(token_ids >= 0, column[token_ids.clamp_min(0)], -100)
+        return torch.where(token_ids >= 0, self.column[token_ids.clamp_min(0)], -100)

@@ -10,6 +10,7 @@ import torch
 from conftest import random_prompt, tiny
 from transformers import AutoModelForCausalLM
 
+from experiments import train_draft
 from experiments.draft_data import check_disjoint, passage_prompts, training_prompts
 from experiments.prompts import load_prompts, shipped_suites
 from specdec import ConfigError, Decoder, GenerationConfig
@@ -127,8 +128,6 @@ def test_training_prompts_are_disjoint_from_every_evaluation_suite():
 
 
 def test_data_time_of_an_interrupted_run_is_kept_for_the_resumed_one(tmp_path, monkeypatch):
-    from experiments import train_draft
-
     def interrupted(*_):
         raise KeyboardInterrupt
 

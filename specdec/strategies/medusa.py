@@ -8,17 +8,13 @@ Proposing costs no extra model pass: the hidden state comes from the previous ve
 distribution) or `exact` (the target draws after every node, lossless).
 """
 
-import json
-from pathlib import Path
-
 import torch
 
 from specdec.errors import ConfigError
 from specdec.few_row_linear import few_row_linears
 from specdec.medusa_heads import MedusaHeads, load_medusa_heads
-from specdec.models import TOKEN_FREQUENCIES
+from specdec.models import frequent_token_head
 from specdec.strategies.base import Proposal, Request, Strategy, register
-from specdec.subset_head import SubsetHead
 from specdec.tree import Tree, best_tree, chain, supports_tree_attention
 from specdec.verify import tree_greedy, tree_sampling, typical_acceptance
 
@@ -72,8 +68,7 @@ class Medusa(Strategy):
             return head
         if "directory" not in config:
             raise ConfigError("strategy.head_tokens needs heads loaded from a directory with tokens_by_frequency.json")
-        frequencies = Path(config["directory"]) / TOKEN_FREQUENCIES
-        subset = SubsetHead(head.weight, json.loads(frequencies.read_text())[:head_tokens])
+        subset = frequent_token_head(head.weight, config["directory"], head_tokens)
         return few_row_linears(subset, measure=True)  # its few rows take the product measured fastest here
 
     def begin(self, request: Request) -> None:
