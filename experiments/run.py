@@ -43,10 +43,10 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies:
     if any(STRATEGIES[o["name"]].needs_draft_model for o in strategies.values()):
         stock_draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, dtype,
                                  cfg.draft.get("head_tokens"))
-        draft = decoding_model(stock_draft, cfg.runtime.linear, cfg.runtime.compile)
+        draft = decoding_model(stock_draft, cfg.runtime.linear, cfg.runtime.compile, cfg.runtime.layers)
     eos = eos_ids_of(target, tokenizer)
     kv = cfg.runtime.kv_cache
-    ours = decoding_model(target, cfg.runtime.linear, cfg.runtime.compile)  # `target` stays stock for the anchors
+    ours = decoding_model(target, cfg.runtime.linear, cfg.runtime.compile, cfg.runtime.layers)  # `target` stays stock for the anchors
 
     def decoder(options: dict, prefix_cache=None) -> Decoder:
         strategy = create_strategy(options["name"], draft_model=draft, target_model=ours,

@@ -17,7 +17,8 @@ for every weight shape at a ladder of row counts, once per process, over all the
 weights of that shape in a row (as a forward pass streams them), and each layer then
 dispatches on the number of rows it is given. `few_rows` always takes `W @ x.T` (the AMD
 choice) and `stock` keeps `nn.Linear`. Every layout returns the same products up to float
-rounding, on a copy of the model that shares its weights: the model you passed stays as it was.
+rounding; `decoding_model` applies them to a copy of the model that shares its weights, so
+the model you passed stays as it was.
 """
 
 import copy
@@ -50,9 +51,10 @@ def product(method: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     rows = x.shape[0]
     flat = x.contiguous()  # rows in memory order: the fast kernel's layout
     if method == "two_columns":
-        flat = flat.repeat(2, 1)  # two columns take the matrix-matrix kernel
+        flat = torch.cat([flat, flat])  # two columns take the matrix-matrix kernel (cat: 1 us, repeat: 5)
     out = (weight @ flat.T).T[:rows]
-    return out + bias if bias is not None else out
+    # row-major, as F.linear returns it: a column-major q, k or v sends attention to its slow path
+    return out + bias if bias is not None else out.contiguous()
 
 
 class FewRowLinear(nn.Linear):
@@ -72,12 +74,13 @@ class FewRowLinear(nn.Linear):
 
 
 PLANS_FILE = "linear_plans.json"  # in specdec's cache directory: measured once per CPU, torch and shape
+PLANS_VERSION = 2  # part of each plan's key: plans timed with an older `product` are timed again
 
 
 def measured_plan(weights: list[torch.Tensor], transposed: list[torch.Tensor]) -> tuple[str, ...]:
     """The fastest product for each row count 1..MAX_ROWS over these same-shaped weights, run
     one after another as a forward pass runs them (so a large model streams them from memory)."""
-    key = (f"{cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
+    key = (f"v{PLANS_VERSION} | {cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
            f"{len(weights)} x {tuple(weights[0].shape)} {weights[0].dtype}")
     path = cache_root() / PLANS_FILE
     plans = _read_plans(path)
@@ -100,7 +103,7 @@ def _read_plans(path) -> dict:
         return {}
 
 
-def _fastest(weights: list[torch.Tensor], transposed: list[torch.Tensor], rows: int, trials: int = 3) -> str:
+def _fastest(weights: list[torch.Tensor], transposed: list[torch.Tensor], rows: int, trials: int = 5) -> str:
     """Interleaved trials, best time of each candidate; a trial repeats the sweep for at least 0.5 ms."""
     x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype)
     candidates = [m for m in PRODUCTS if m != "two_columns" or rows == 1]
@@ -131,12 +134,11 @@ def shared_copy(model: nn.Module) -> nn.Module:
 
 
 def few_row_linears(model: nn.Module, measure: bool = False) -> nn.Module:
-    """A copy of `model` sharing its parameters and buffers, with FewRowLinear layers: with
-    `measure` (auto), each shape follows the plan measured for it on this CPU, else `W @ x.T`.
-    A plan that uses the transposed product keeps a transposed copy of those weights, taken now."""
-    fast = shared_copy(model)
+    """`model`, its nn.Linear layers made FewRowLinear in place: with `measure` (auto), each shape
+    follows the plan measured for it on this CPU, else `W @ x.T`. A plan that uses the
+    transposed product keeps a transposed copy of those weights, taken now."""
     groups: dict[tuple, list[FewRowLinear]] = {}
-    for module in fast.modules():
+    for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = FewRowLinear
             if measure and module.weight.device.type == "cpu":
@@ -148,4 +150,4 @@ def few_row_linears(model: nn.Module, measure: bool = False) -> nn.Module:
         for module, weight_t in zip(modules, transposed):
             module.plan = plan
             module.weight_t = weight_t if "transposed" in plan else None
-    return fast
+    return model

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specdec.errors import ConfigError
 from specdec.few_row_linear import few_row_linears, shared_copy
+from specdec.fused_layers import fuse_decoder_layers
 from specdec.machine import cache_root
 from specdec.subset_head import SubsetHead
 from specdec.tiny import byte_tokenizer, tiny_random_model
@@ -95,15 +96,24 @@ def smollm2_directory() -> Path:
 
 
 LINEAR_LAYOUTS = ("auto", "few_rows", "stock")
+LAYERS = ("fused", "stock")
 
 
-def decoding_model(model: torch.nn.Module, linear: str = "auto", compile: bool = False) -> torch.nn.Module:
+def decoding_model(model: torch.nn.Module, linear: str = "auto", compile: bool = False,
+                   layers: str = "fused") -> torch.nn.Module:
     """The model our decoders run: a copy sharing every weight with `model` (which stays
-    stock, for the anchors), with the `linear` layout (runtime.linear, see
-    specdec.few_row_linear) and, with `compile`, a torch.compile'd forward (runtime.compile)."""
+    stock, for the anchors), with `layers` fused or stock (runtime.layers, see
+    specdec.fused_layers), the `linear` layout (runtime.linear, see specdec.few_row_linear)
+    and, with `compile`, a torch.compile'd forward (runtime.compile)."""
     if linear not in LINEAR_LAYOUTS:
         raise ConfigError(f"unknown runtime.linear {linear!r}: use {' or '.join(LINEAR_LAYOUTS)}")
-    ours = shared_copy(model) if linear == "stock" else few_row_linears(model, measure=linear == "auto")
+    if layers not in LAYERS:
+        raise ConfigError(f"unknown runtime.layers {layers!r}: use {' or '.join(LAYERS)}")
+    ours = shared_copy(model)
+    if layers == "fused":
+        fuse_decoder_layers(ours)
+    if linear != "stock":
+        few_row_linears(ours, measure=linear == "auto")
     if compile:
         ours.forward = torch.compile(ours.forward, dynamic=True)
     return ours

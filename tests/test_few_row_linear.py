@@ -34,7 +34,7 @@ def test_same_products_as_nn_linear(rows, bias, plan):
 
 def test_copy_shares_weights_and_leaves_the_original_stock():
     model = tiny("llama")
-    fast = decoding_model(model, "few_rows")
+    fast = decoding_model(model, "few_rows", layers="stock")  # fused layers: tests/test_fused_layers.py
     assert all(type(m) is not FewRowLinear for m in model.modules())
     assert any(type(m) is FewRowLinear for m in fast.modules())
     assert fast.state_dict().keys() == model.state_dict().keys()
