@@ -11,9 +11,11 @@ Measured on two machines of this project (2 cores, SmolLM2-135M's matrices):
   from 4 rows on; `W @ [x, x].T` costs twice `F.linear` for 1 row; `x @ W.T` with W.T
   stored contiguous is the fastest from 4 rows (4 rows of the 1536 x 576 matrices: 8.6 ms
   against 10.1 with `F.linear`; 4 rows of 576 x 576: 6.1 against 18.2).
+- On AMD again, `W @ x.T` costs less for 4 columns than for 3 (the 30 gate/up matrices: 5.0
+  against 6.1 ms), so 3 rows are best padded with a copy of the last row, as 1 row is.
 
 So the layout is chosen by measurement: `runtime.linear=auto` times the candidate products
-for every weight shape at a ladder of row counts, once per process, over all the model's
+for every weight shape at a ladder of row counts, once per CPU (kept on disk), over all the model's
 weights of that shape in a row (as a forward pass streams them), and each layer then
 dispatches on the number of rows it is given. `few_rows` always takes `W @ x.T` (the AMD
 choice) and `stock` keeps `nn.Linear`. Every layout returns the same products up to float
@@ -36,9 +38,10 @@ from specdec.machine import cache_root, cpu_name
 log = logging.getLogger(__name__)
 
 MAX_ROWS = 32  # above this, F.linear's matrix-matrix kernel is the right one everywhere
-LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # row counts timed by `auto`; others use the rung below
-# F.linear; W @ x.T; W @ [x, x].T (1 row only); x @ W.T with W.T stored contiguous (a copy of W)
-PRODUCTS = ("linear", "columns", "two_columns", "transposed")
+LADDER = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32)  # row counts timed by `auto`; others use the rung below
+# F.linear; W @ x.T; W @ [x, last row of x].T (one column more: 1 row as 2, 3 as 4 take faster
+# kernels on AMD); x @ W.T with W.T stored contiguous (a copy of W)
+PRODUCTS = ("linear", "columns", "padded", "transposed")
 
 
 def product(method: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -50,8 +53,8 @@ def product(method: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         return torch.addmm(bias, x, weight_t) if bias is not None else x @ weight_t
     rows = x.shape[0]
     flat = x.contiguous()  # rows in memory order: the fast kernel's layout
-    if method == "two_columns":
-        flat = torch.cat([flat, flat])  # two columns take the matrix-matrix kernel (cat: 1 us, repeat: 5)
+    if method == "padded":
+        flat = torch.cat([flat, flat[-1:]])  # cat: 1 us (repeat: 5)
     out = (weight @ flat.T).T[:rows]
     # row-major, as F.linear returns it: a column-major q, k or v sends attention to its slow path
     return out + bias if bias is not None else out.contiguous()
@@ -59,7 +62,7 @@ def product(method: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 class FewRowLinear(nn.Linear):
     """nn.Linear whose CPU products over at most MAX_ROWS rows follow `plan` (one PRODUCTS entry
-    per row count 1..MAX_ROWS); no plan means `W @ x.T` (two columns for 1 row)."""
+    per row count 1..MAX_ROWS); no plan means `W @ x.T` (padded to two columns for 1 row)."""
 
     plan: tuple[str, ...] | None = None
     weight_t: torch.Tensor | None = None  # a contiguous copy of weight.T, when the plan uses it
@@ -68,13 +71,13 @@ class FewRowLinear(nn.Linear):
         rows = x.numel() // self.in_features
         if x.device.type != "cpu" or rows > MAX_ROWS:
             return F.linear(x, self.weight, self.bias)
-        method = self.plan[rows - 1] if self.plan else "two_columns" if rows == 1 else "columns"
+        method = self.plan[rows - 1] if self.plan else "padded" if rows == 1 else "columns"
         out = product(method, x.reshape(rows, self.in_features), self.weight, self.bias, self.weight_t)
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
 PLANS_FILE = "linear_plans.json"  # in specdec's cache directory: measured once per CPU, torch and shape
-PLANS_VERSION = 2  # part of each plan's key: plans timed with an older `product` are timed again
+PLANS_VERSION = 3  # part of each plan's key: plans timed with an older `product` are timed again
 
 
 def measured_plan(weights: list[torch.Tensor], transposed: list[torch.Tensor]) -> tuple[str, ...]:
@@ -106,7 +109,6 @@ def _read_plans(path) -> dict:
 def _fastest(weights: list[torch.Tensor], transposed: list[torch.Tensor], rows: int, trials: int = 5) -> str:
     """Interleaved trials, best time of each candidate; a trial repeats the sweep for at least 0.5 ms."""
     x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype)
-    candidates = [m for m in PRODUCTS if m != "two_columns" or rows == 1]
 
     def sweep(method: str) -> None:
         for weight, weight_t in zip(weights, transposed):
@@ -114,12 +116,12 @@ def _fastest(weights: list[torch.Tensor], transposed: list[torch.Tensor], rows: 
 
     with torch.inference_mode():
         start = time.perf_counter()
-        for method in candidates:  # warm-up, and how many sweeps make a trial
+        for method in PRODUCTS:  # warm-up, and how many sweeps make a trial
             sweep(method)
-        repeats = max(1, int(5e-4 * len(candidates) / max(time.perf_counter() - start, 1e-7)))
-        best = dict.fromkeys(candidates, float("inf"))
+        repeats = max(1, int(5e-4 * len(PRODUCTS) / max(time.perf_counter() - start, 1e-7)))
+        best = dict.fromkeys(PRODUCTS, float("inf"))
         for _ in range(trials):
-            for method in candidates:
+            for method in PRODUCTS:
                 start = time.perf_counter()
                 for _ in range(repeats):
                     sweep(method)
