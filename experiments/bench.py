@@ -24,6 +24,16 @@ from specdec.models import decoding_model, load_draft, load_model, resolve_devic
 from specdec.strategies import STRATEGIES
 
 log = logging.getLogger("experiments.bench")
+STRATEGY_CONFIGS = Path(__file__).parent.parent / "configs" / "strategy"
+
+
+def with_defaults(entry: dict) -> dict:
+    """A matrix entry over its strategy's config file, so that `{name: medusa}` runs what
+    `strategy=medusa` runs (e.g. Medusa's head_tokens) and not the constructor's defaults."""
+    defaults = STRATEGY_CONFIGS / f"{entry['name']}.yaml"
+    if not defaults.exists():
+        return entry
+    return {**OmegaConf.to_container(OmegaConf.load(defaults)), **entry}
 
 
 def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> dict:
@@ -60,7 +70,7 @@ def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> d
 @hydra.main(config_path="../configs", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    strategies = {strategy_label(o["name"], o): o for o in OmegaConf.to_container(cfg.matrix)}
+    strategies = {strategy_label(o["name"], o): with_defaults(o) for o in OmegaConf.to_container(cfg.matrix)}
     try:
         if not strategies:
             raise ConfigError("matrix is empty: list strategies, e.g. matrix='[{name: draft, gamma: 4}]'")

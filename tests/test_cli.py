@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from experiments.bench import with_defaults
+
 REPO = Path(__file__).resolve().parent.parent
 SUMMARY_FIELDS = {"n_prompts", "new_tokens", "tokens_per_s", "speedup", "mean_accepted", "acceptance_rate",
                   "ttft_ms", "tpot_ms", "match_baseline"}
@@ -140,6 +142,16 @@ def test_train_medusa_trains_exports_resumes_and_runs(tmp_path):
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["medusa"]
     assert summary["match_baseline"] == 1.0 and len(summary["head_accuracy"]) == 3
     assert summary["acceptance_rate"] is None and summary["per_position_acceptance"]
+
+
+def test_bench_entries_run_what_the_strategy_config_runs():
+    """A matrix entry takes its strategy file's settings (Medusa's head_tokens was left at the
+    constructor's full head before), its own settings first."""
+    assert with_defaults({"name": "medusa"})["head_tokens"] == 8192
+    assert with_defaults({"name": "medusa", "head_tokens": None})["head_tokens"] is None
+    draft = with_defaults({"name": "draft", "gamma": 2})
+    assert draft["gamma"] == 2 and draft["gamma_schedule"] == "constant"
+    assert with_defaults({"name": "mine", "k": 1}) == {"name": "mine", "k": 1}  # no config file: as given
 
 
 def test_bench_matrix_with_anchors_report_and_resume(tmp_path):
