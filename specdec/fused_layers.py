@@ -112,6 +112,8 @@ def fusable(layer: nn.Module, config) -> bool:
     attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
     if getattr(config, "model_type", None) not in FUSABLE or attn is None or mlp is None:
         return False
+    if getattr(config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+        return False  # flash and flex attention get masks in other forms than SDPA takes
     linears = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
     linears += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
     norms = [getattr(layer, n, None) for n in ("input_layernorm", "post_attention_layernorm")]

@@ -19,8 +19,9 @@ FUSED_ARCHS = ["llama", "qwen2", "mistral"]
 WIDE = [[0], [1], [2], [0, 0], [0, 1], [1, 0], [0, 0, 0]]
 
 
-def stock_and_fused(arch: str, seed: int = 0):
-    model = tiny(arch, seed=seed)
+def stock_and_fused(arch: str, attention: str = "sdpa"):
+    model = tiny(arch)
+    model.set_attn_implementation(attention)  # eager gives float masks, SDPA boolean ones
     with torch.no_grad():  # Qwen2's q, k and v have biases, zero at initialization: make them count
         for name, p in model.named_parameters():
             if name.endswith("bias"):
@@ -30,9 +31,10 @@ def stock_and_fused(arch: str, seed: int = 0):
     return model, fused
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("arch", FUSED_ARCHS)
-def test_logits_equal_the_stock_layers_on_a_padded_batch(arch):
-    model, fused = stock_and_fused(arch)
+def test_logits_equal_the_stock_layers_on_a_padded_batch(arch, attention):
+    model, fused = stock_and_fused(arch, attention)
     ids = torch.randint(0, 256, (3, 17))
     mask = torch.ones_like(ids)
     mask[1, :6] = 0  # left padding
@@ -41,10 +43,11 @@ def test_logits_equal_the_stock_layers_on_a_padded_batch(arch):
     torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("kv_cache", ["preallocated", "dynamic"])
 @pytest.mark.parametrize("arch", FUSED_ARCHS)
-def test_cached_steps_and_tree_passes_equal_the_stock_layers(arch, kv_cache):
-    model, fused = stock_and_fused(arch)
+def test_cached_steps_and_tree_passes_equal_the_stock_layers(arch, kv_cache, attention):
+    model, fused = stock_and_fused(arch, attention)
     rng = random.Random(arch)
     runs = [CachedModel(m, kv_cache) for m in (model, fused)]
     tree = Tree(WIDE)
@@ -105,6 +108,12 @@ def test_architectures_it_does_not_know_stay_stock(arch):
     prompt, config = [3, 1, 4, 1, 5], GenerationConfig(max_new_tokens=12)
     assert (decode_with(decoding_model(model), "baseline", prompt, config, eos=set()).token_ids
             == decode_with(model, "baseline", prompt, config, eos=set()).token_ids)
+
+
+def test_attention_kernels_with_other_mask_forms_stay_stock():
+    model = tiny("llama")
+    model.config._attn_implementation = "flex_attention"  # its masks are BlockMasks, not SDPA's
+    assert fuse_decoder_layers(decoding_model(model, "stock", layers="stock")) == 0
 
 
 def test_unknown_layers_name_the_choices():
