@@ -15,7 +15,7 @@ from specdec.strategies.base import Proposal, Request, Strategy, register
 class PromptLookup(Strategy):
     name = "prompt_lookup"
 
-    def __init__(self, max_ngram: int = 3, num_tokens: int = 10):
+    def __init__(self, max_ngram: int = 3, num_tokens: int = 3):
         for key, value in (("max_ngram", max_ngram), ("num_tokens", num_tokens)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"strategy.{key} must be an integer >= 1 (got {value!r})")
