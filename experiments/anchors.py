@@ -70,20 +70,21 @@ class HFGenerate:
 
 class HFAssisted(HFGenerate):
     """`transformers`' assisted generation with our draft model at our gamma, with a constant
-    draft length and no confidence threshold: the reference for strategy=draft."""
+    draft length and our stop_below_prob as its confidence threshold (which transformers keeps
+    fixed, as we do, unless scikit-learn is installed): the reference for strategy=draft."""
 
     name = "hf_assisted"
     mirrors = "draft"
-    settings = ("gamma",)
+    settings = ("gamma", "stop_below_prob")
 
-    def __init__(self, model, tokenizer, eos_token_ids, draft=None, gamma: int = 4, **_):
+    def __init__(self, model, tokenizer, eos_token_ids, draft=None, gamma: int = 4, stop_below_prob: float = 0.0, **_):
         super().__init__(model, tokenizer, eos_token_ids)
         self.draft = draft
         # transformers reads the draft length, schedule and threshold from the ASSISTANT's generation
         # config (generate() arguments of those names are ignored), so each anchor brings its own
         self.assistant_config = copy.deepcopy(draft.generation_config)
         self.assistant_config.update(num_assistant_tokens=gamma, num_assistant_tokens_schedule="constant",
-                                     assistant_confidence_threshold=0.0)
+                                     assistant_confidence_threshold=stop_below_prob)
 
     def options(self) -> dict:
         self.draft.generation_config = self.assistant_config  # the draft module is shared by the gamma variants

@@ -156,19 +156,21 @@ def test_bench_entries_run_what_the_strategy_config_runs():
 
 def test_bench_matrix_with_anchors_report_and_resume(tmp_path):
     args = ["dataset.limit=3", "generation.max_new_tokens=10", "runtime.warmup=1", "cost_model_max_k=4",
-            "matrix=[{name:draft,gamma:2},{name:draft,gamma:3}]", "anchors=[hf_generate,hf_assisted]",
+            "matrix=[{name:draft,gamma:2},{name:draft,gamma:3,stop_below_prob:0}]", "anchors=[hf_generate,hf_assisted]",
             f"hydra.run.dir={tmp_path}"]
     run(*args, module="experiments.bench")
     rows = json.loads((tmp_path / "bench.json").read_text())
-    strategies = {"baseline", "draft(gamma=2)", "draft(gamma=3)", "hf_generate", "hf_assisted(gamma=2)", "hf_assisted(gamma=3)"}
+    # the anchor mirrors gamma and the confidence stop (0.4 from configs/strategy/draft.yaml, or as given)
+    strategies = {"baseline", "draft(gamma=2)", "draft(gamma=3,stop_below_prob=0)", "hf_generate",
+                  "hf_assisted(gamma=2,stop_below_prob=0.4)", "hf_assisted(gamma=3,stop_below_prob=0)"}
     assert {r["strategy"] for r in rows} == strategies
     assert {r["category"] for r in rows} >= {"all", "chat", "code"}
     for row in rows:
         assert {"tokens_per_s", "speedup", "mean_accepted"} <= set(row) and row["speedup"] > 0
-    assisted = [r for r in rows if r["strategy"] == "hf_assisted(gamma=2)" and r["category"] == "all"][0]
+    assisted = [r for r in rows if r["strategy"] == "hf_assisted(gamma=2,stop_below_prob=0.4)" and r["category"] == "all"][0]
     assert assisted["match_baseline"] == 1.0 and assisted["mean_accepted"] >= 1.0  # target passes counted
     costs = json.loads((tmp_path / "cost_model.json").read_text())
-    assert set(costs["predicted_speedup"]) == {"draft(gamma=2)", "draft(gamma=3)"}
+    assert set(costs["predicted_speedup"]) == {"draft(gamma=2)", "draft(gamma=3,stop_below_prob=0)"}
     assert set(costs["costs"]["verify_ms"]) == {"1", "2", "3", "4"}
     for name in ("bench.md", "bench.csv", "speedup_vs_gamma.png", "per_position_acceptance.png", "tokens_per_step.png"):
         assert (tmp_path / name).stat().st_size > 0
