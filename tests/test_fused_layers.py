@@ -13,6 +13,7 @@ from specdec.cached_model import CachedModel
 from specdec.fused_layers import FusedDecoderLayer, fuse_decoder_layers
 from specdec.medusa_heads import MedusaHeads
 from specdec.models import decoding_model, layer_skip_draft
+from specdec.tiny import tiny_random_model
 from specdec.tree import Tree
 
 FUSED_ARCHS = ["llama", "qwen2", "mistral"]
@@ -20,7 +21,7 @@ WIDE = [[0], [1], [2], [0, 0], [0, 1], [1, 0], [0, 0, 0]]
 
 
 def stock_and_fused(arch: str, attention: str = "sdpa"):
-    model = tiny(arch)
+    model = tiny_random_model(arch)  # a fresh model, not conftest's shared one: this one is changed
     model.set_attn_implementation(attention)  # eager gives float masks, SDPA boolean ones
     with torch.no_grad():  # Qwen2's q, k and v have biases, zero at initialization: make them count
         for name, p in model.named_parameters():
@@ -87,7 +88,7 @@ def test_every_strategy_gives_the_stock_models_greedy_tokens(arch):
 
 
 def test_weights_are_shared_not_copied():
-    model = tiny("llama")
+    model = tiny_random_model("llama")
     values = {name: p.detach().clone() for name, p in model.named_parameters()}
     first, second = decoding_model(model, "few_rows"), decoding_model(model, "few_rows")
     for name, p in model.named_parameters():  # the stock weights keep their values
@@ -111,7 +112,7 @@ def test_architectures_it_does_not_know_stay_stock(arch):
 
 
 def test_attention_kernels_with_other_mask_forms_stay_stock():
-    model = tiny("llama")
+    model = tiny_random_model("llama")  # fresh: its configuration is changed
     model.config._attn_implementation = "flex_attention"  # its masks are BlockMasks, not SDPA's
     assert fuse_decoder_layers(decoding_model(model, "stock", layers="stock")) == 0
 
