@@ -20,7 +20,7 @@ from experiments.report import load_run, markdown, write_report
 from experiments.run import run_experiment, strategy_label
 from specdec.errors import ConfigError
 from specdec.metrics import summarize
-from specdec.models import decoding_model, load_draft, load_model, resolve_device, resolve_dtype
+from specdec.models import load_draft, load_model, resolve_device, resolve_dtype, runtime_model
 from specdec.strategies import STRATEGIES
 
 log = logging.getLogger("experiments.bench")
@@ -45,11 +45,11 @@ def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> d
     if any(STRATEGIES[o["name"]].needs_draft_model for o in strategies.values()):
         draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, target.dtype,
                            cfg.draft.get("head_tokens"))
-        draft = decoding_model(draft, cfg.runtime.linear, cfg.runtime.compile, cfg.runtime.layers)
+        draft = runtime_model(draft, cfg.runtime)
     baseline = records["baseline"]
     context = round(sum(r["prompt_tokens"] + r["new_tokens"] / 2 for r in baseline) / len(baseline))
     longest = max((p for recs in records.values() for r in recs for p in r["proposed_per_step"]), default=0)
-    ours = decoding_model(target, cfg.runtime.linear, cfg.runtime.compile, cfg.runtime.layers)
+    ours = runtime_model(target, cfg.runtime)
     costs = measure_costs(ours, draft, cfg.runtime.kv_cache,
                           context, max(cfg.cost_model_max_k, longest + 1))  # every verify size the run used
     result = {"costs": costs, "predicted_speedup": {}, "best_gamma": {}}

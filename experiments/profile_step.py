@@ -32,6 +32,7 @@ from specdec.models import (
     load_model,
     resolve_device,
     resolve_dtype,
+    runtime_model,
 )
 
 log = logging.getLogger("experiments.profile_step")
@@ -108,8 +109,7 @@ def profile_step(cfg: DictConfig) -> dict:
     torch.manual_seed(cfg.runtime.seed)
     stock, _ = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
     context = torch.randint(0, stock.config.vocab_size, (cfg.context_tokens,), device=device)
-    runtime = cfg.runtime
-    ours = CachedModel(decoding_model(stock, runtime.linear, runtime.compile, runtime.layers), runtime.kv_cache)
+    ours = CachedModel(runtime_model(stock, cfg.runtime), cfg.runtime.kv_cache)
     hf = CachedModel(stock, "dynamic")
     for cached in (ours, hf):
         cached.reset()

@@ -24,7 +24,7 @@ from experiments.table import format_summary
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
 from specdec.metrics import summarize
-from specdec.models import decoding_model, load_draft, load_model, resolve_device, resolve_dtype
+from specdec.models import load_draft, load_model, resolve_device, resolve_dtype, runtime_model
 from specdec.strategies import STRATEGIES, create_strategy
 
 log = logging.getLogger("experiments.run")
@@ -43,10 +43,10 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies:
     if any(STRATEGIES[o["name"]].needs_draft_model for o in strategies.values()):
         stock_draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, dtype,
                                  cfg.draft.get("head_tokens"))
-        draft = decoding_model(stock_draft, cfg.runtime.linear, cfg.runtime.compile, cfg.runtime.layers)
+        draft = runtime_model(stock_draft, cfg.runtime)
     eos = eos_ids_of(target, tokenizer)
     kv = cfg.runtime.kv_cache
-    ours = decoding_model(target, cfg.runtime.linear, cfg.runtime.compile, cfg.runtime.layers)  # `target` stays stock for the anchors
+    ours = runtime_model(target, cfg.runtime)  # `target` stays stock for the anchors
 
     def decoder(options: dict, prefix_cache=None) -> Decoder:
         strategy = create_strategy(options["name"], draft_model=draft, target_model=ours,

@@ -119,6 +119,11 @@ def decoding_model(model: torch.nn.Module, linear: str = "auto", compile: bool =
     return ours
 
 
+def runtime_model(model: torch.nn.Module, runtime) -> torch.nn.Module:
+    """decoding_model with the settings of the `runtime` config group (linear, compile, layers)."""
+    return decoding_model(model, runtime.linear, runtime.compile, runtime.layers)
+
+
 def layer_skip_draft(target: torch.nn.Module, num_layers: int) -> torch.nn.Module:
     """The target's first `num_layers` decoder layers with its embedding, final norm and LM
     head: a draft that costs no memory (every weight is shared) and needs no training."""
