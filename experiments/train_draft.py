@@ -24,20 +24,16 @@ Recipe (self-distillation, as Medusa and EAGLE train on the target's own outputs
 import hashlib
 import json
 import logging
-import math
 import random
-import sys
 import time
 from pathlib import Path
 
 import hydra
 import torch
 import torch.nn.functional as F
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from experiments.checkpoint import resume, save_checkpoint
 from experiments.draft_data import (
     check_disjoint,
     evaluation_spans,
@@ -46,7 +42,7 @@ from experiments.draft_data import (
     training_prompts,
 )
 from experiments.prompts import encode, load_prompts, shipped_suites
-from specdec.errors import ConfigError
+from experiments.training import optimize, run_entry_point
 from specdec.models import (
     decoding_model,
     frequent_token_head,
@@ -185,35 +181,21 @@ def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path, subset
     held_ids = {r["id"] for r in held_out}
     rows = [r for r in data if r["id"] not in held_ids]
     params = [p for p in draft.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=0.0)
-    epochs = [batches(rows, cfg.train.batch_tokens, random.Random(cfg.seed + e)) for e in range(cfg.train.epochs)]
-    plan = [g for epoch in epochs for g in epoch]
-    warmup = max(1, len(plan) // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1, (s + 1) / warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, s / len(plan)))))
+    plan = [g for e in range(cfg.train.epochs) for g in batches(rows, cfg.train.batch_tokens, random.Random(cfg.seed + e))]
     checkpoint = work / "checkpoint.pt"
-    step, spent = resume(checkpoint, draft, optimizer, schedule, len(plan))
-    before = agreement(draft, held_out, pad, cfg.train.batch_tokens, subset) if step == 0 else None
-    draft.train()
-    start = time.perf_counter() - spent
-    with tqdm(total=len(plan), initial=step, desc="training", unit="step") as bar:
-        while step < len(plan) and time.perf_counter() - start < cfg.train.time_budget_min * 60:
-            loss, hits = answer_loss(draft, plan[step], pad, subset)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            step += 1
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{hits.mean().item():.3f}")
-            if step % cfg.train.checkpoint_every == 0 or step == len(plan):
-                trainable = {k: v for k, v in draft.state_dict().items() if k.startswith(("model.layers", "model.norm"))}
-                save_checkpoint(checkpoint, trainable, optimizer, schedule, step, time.perf_counter() - start)
-    draft.eval()
+    before = None if checkpoint.exists() else agreement(draft, held_out, pad, cfg.train.batch_tokens, subset)
+
+    def batch_loss(group):
+        loss, hits = answer_loss(draft, group, pad, subset)
+        return loss, [hits]
+
+    def trainable() -> dict:
+        return {k: v for k, v in draft.state_dict().items() if k.startswith(("model.layers", "model.norm"))}
+
+    step, minutes = optimize(cfg.train, draft, params, plan, batch_loss, checkpoint, trainable)
     after = agreement(draft, held_out, pad, cfg.train.batch_tokens, subset)
     log.info("held-out top-1 agreement with the target: %.3f (before training %s)", after, before)
-    return {"steps": step, "planned_steps": len(plan), "train_minutes": round((time.perf_counter() - start) / 60, 1),
+    return {"steps": step, "planned_steps": len(plan), "train_minutes": round(minutes, 1),
             "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1_after": after}
 
 
@@ -245,13 +227,7 @@ def train_draft(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="../configs", config_name="train_draft", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        meta = train_draft(cfg)
-    except ConfigError as e:
-        log.error("%s", e)
-        sys.exit(2)
-    print(json.dumps({k: v for k, v in meta.items() if k != "config"}, indent=2))
-    print(f"draft saved in {cfg.out_dir}; run dir {HydraConfig.get().runtime.output_dir}")
+    run_entry_point(train_draft, cfg, "draft")
 
 
 if __name__ == "__main__":

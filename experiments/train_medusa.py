@@ -20,25 +20,22 @@ Recipe:
 """
 
 import hashlib
-import json
 import logging
 import random
-import sys
 import time
 from pathlib import Path
 
 import hydra
 import torch
 import torch.nn.functional as F
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from experiments.checkpoint import resume, save_checkpoint
 from experiments.cost_model import measure_costs
 from experiments.train_draft import answered_prompts
+from experiments.training import run_entry_point
 from specdec.cached_model import CachedModel
-from specdec.errors import ConfigError
 from specdec.medusa_heads import MedusaHeads, save_medusa_heads
 from specdec.models import (
     decoding_model,
@@ -194,13 +191,7 @@ def train_medusa(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="../configs", config_name="train_medusa", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        meta = train_medusa(cfg)
-    except ConfigError as e:
-        log.error("%s", e)
-        sys.exit(2)
-    print(json.dumps({k: v for k, v in meta.items() if k not in ("config", "topk_accuracy")}, indent=2))
-    print(f"heads saved in {cfg.out_dir}; run dir {HydraConfig.get().runtime.output_dir}")
+    run_entry_point(train_medusa, cfg, "heads", hidden=("config", "topk_accuracy"))
 
 
 if __name__ == "__main__":

@@ -15,11 +15,18 @@ from specdec.kv_cache import PreallocatedCache
 KV_CACHES = {"preallocated": PreallocatedCache, "dynamic": lambda config: DynamicCache(config=config)}
 
 
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name of the forward argument that takes a KV cache: transformers 5.24 renamed
+    past_key_values to cache (the old name warns, and goes in 5.40)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class CachedModel:
     """`kv_cache` picks the cache: "preallocated" (specdec.kv_cache, rollback moves a pointer)
     or "dynamic" (transformers' DynamicCache, for comparison). With `keep_hidden`, every forward
-    also keeps `hidden`: the rows the LM head read (the last hidden states, after the final norm),
-    which Medusa's heads start from."""
+    also keeps `hidden`: the decoder's last hidden states (after the final norm, what the LM head
+    reads) at every new position, even when only the last logits are computed; Medusa's heads and
+    the EAGLE draft start from them."""
 
     def __init__(self, model: torch.nn.Module, kv_cache: str = "preallocated", keep_hidden: bool = False):
         if kv_cache not in KV_CACHES:
@@ -30,11 +37,10 @@ class CachedModel:
         self.cache = None
         parameters = inspect.signature(model.forward).parameters
         self._can_keep_logits = "logits_to_keep" in parameters
-        # transformers 5.24 renamed past_key_values to cache (the old name warns, and goes in 5.40)
-        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
-        self.head = model.get_output_embeddings() if keep_hidden else None
-        if keep_hidden and self.head is None:
-            raise ConfigError(f"{type(model).__name__} has no output embeddings (LM head) to read hidden states from")
+        self._cache_argument = cache_argument(model)
+        self.decoder = model.get_decoder() if keep_hidden else None
+        if keep_hidden and self.decoder is model:
+            raise ConfigError(f"{type(model).__name__} has no separate decoder to read hidden states from")
         self.hidden = None
 
     @property
@@ -59,18 +65,23 @@ class CachedModel:
             self.cache.update(keys, values, index)
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, last_only: bool = False, tree=None) -> torch.Tensor:
-        """Append `tokens` (1-D ids) to the cache; return logits (n, V), or (1, V) for the last only.
-        With a `tree` (specdec.tree.Tree), tokens are its root and nodes, and each attends to its
-        ancestors only."""
+    def forward(self, tokens: torch.Tensor | None, last_only: bool = False, tree=None,
+                embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Append `tokens` (1-D ids), or inputs given as `embeds` (n, d), to the cache; return logits
+        (n, V), or (1, V) for the last only. With a `tree` (specdec.tree.Tree), tokens are its root
+        and nodes, and each attends to its ancestors only."""
         kwargs = {"logits_to_keep": 1} if last_only and self._can_keep_logits else {}
+        if embeds is not None:
+            kwargs["inputs_embeds"] = embeds[None]
+        else:
+            kwargs["input_ids"] = tokens.view(1, -1)
         if tree is not None:
             kwargs.update(attention_mask=tree.attention_mask(self.length, self.model.dtype, self.device),
                           position_ids=tree.position_ids(self.length, self.device))
-        hook = self.head.register_forward_hook(self._keep_hidden) if self.head is not None else None
+        hook = self.decoder.register_forward_hook(self._keep_hidden) if self.decoder is not None else None
         try:
             kwargs[self._cache_argument] = self.cache
-            out = self.model(input_ids=tokens.view(1, -1), use_cache=True, **kwargs)
+            out = self.model(use_cache=True, **kwargs)
         finally:
             if hook is not None:
                 hook.remove()
@@ -78,7 +89,7 @@ class CachedModel:
         return logits[-1:] if last_only else logits
 
     def _keep_hidden(self, module, inputs, output) -> None:
-        self.hidden = inputs[0][0]  # (rows, hidden size): the rows the logits were computed for
+        self.hidden = output[0][0]  # (new positions, hidden size)
 
     def rollback(self, length: int) -> None:
         """Forget every cached token after the first `length`."""

@@ -97,7 +97,7 @@ class Decoder:
             self.strategy.begin(request)
             logits, metrics.cached_prompt_tokens = self.target.prefill(prompt_ids, self.prefix_cache)
             metrics.target_forwards = 1
-            request.target_hidden = self.target.hidden[-1] if self.target.hidden is not None else None
+            request.target_hidden = self.target.hidden
             first = logits[-1].argmax() if sampling.greedy else sample(probabilities(logits[-1], sampling), generator)
             reason = stop.extend(request.tokens, [int(first.item())])
             metrics.ttft_s = time.perf_counter() - start
@@ -129,7 +129,7 @@ class Decoder:
                                                                 request.generator)
             self.target.keep(len(request.tokens) - 1, verdict.rows)  # the accepted path, compacted
         if self.target.hidden is not None:
-            request.target_hidden = self.target.hidden[verdict.last_row]
+            request.target_hidden = self.target.hidden[verdict.kept_rows]
         metrics.steps.append(Step(proposal.tokens.numel(), verdict.accepted, tree.depth if tree else None))
         reason = stop.extend(request.tokens, verdict.tokens)
         if reason is None:

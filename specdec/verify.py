@@ -25,9 +25,9 @@ class Verdict:
         return len(self.tokens) - 1
 
     @property
-    def last_row(self) -> int:
-        """The verify-pass row whose logits chose the target's token."""
-        return self.rows[-1] if self.rows is not None else self.accepted
+    def kept_rows(self) -> slice | list[int]:
+        """The verify-pass rows whose positions stay in the cache: the pending token's and the accepted drafts'."""
+        return self.rows if self.rows is not None else slice(0, self.accepted + 1)
 
 
 def greedy_match(target_logits, draft_tokens, draft_probs, sampling, generator) -> Verdict:

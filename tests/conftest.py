@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from specdec import Decoder, GenerationConfig
+from specdec.eagle_draft import EagleDraft
 from specdec.strategies import create_strategy
 from specdec.tiny import tiny_random_model
 
@@ -22,6 +23,16 @@ VOCAB = 258  # byte tokenizer: 256 bytes + <eos> + <pad>
 @functools.cache
 def tiny(arch: str, seed: int = 0, **overrides):
     return tiny_random_model(arch, seed=seed, **overrides)
+
+
+def random_eagle(model, seed: int) -> EagleDraft:
+    """An EAGLE draft with random weights (a fresh one's fc would mostly guess one token)."""
+    draft = EagleDraft(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in draft.own_state().values():  # norms around 1, matrices scaled by their width
+            p.copy_(torch.randn(p.shape, generator=generator) / p.shape[-1] ** 0.5 + (p.dim() == 1))
+    return draft.eval()
 
 
 def random_prompt(rng: random.Random, max_len: int = 40) -> list[int]:

@@ -9,6 +9,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import random_eagle
 from scipy.stats import chisquare
 
 from specdec import Decoder, GenerationConfig
@@ -93,6 +94,17 @@ def test_draft_sampling_matches_target_distribution(sampling):
     law = exact_distribution(TARGET, sampling)
     decoder = Decoder(TARGET, create_strategy("draft", draft_model=DRAFT, gamma=3), eos_token_ids=set())
     assert p_value(sample_counts(decoder, config), law) > 1e-3
+
+
+@pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.8-topk3-topp0.9"])
+def test_eagle_sampling_matches_target_distribution(sampling):
+    """The EAGLE draft samples its chain from its own processed distribution; rejection sampling
+    against the target's keeps the output law the target's."""
+    config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=sampling.temperature,
+                              top_k=sampling.top_k, top_p=sampling.top_p)
+    strategy = create_strategy("eagle", target_model=TARGET, draft=random_eagle(TARGET, 0), gamma=3)
+    decoder = Decoder(TARGET, strategy, eos_token_ids=set())
+    assert p_value(sample_counts(decoder, config), exact_distribution(TARGET, sampling)) > 1e-3
 
 
 def test_wrong_acceptance_rule_is_caught():

@@ -26,8 +26,10 @@ class Request:
     device: torch.device
     prefix_cache: object = None  # caching.prefix.PrefixCache when cache=radix; models prefill through it
     kv_cache: str = "preallocated"  # the KV cache kind every model of the request uses
-    target_hidden: torch.Tensor | None = None  # (hidden size,) the target's last hidden state at tokens[-2],
-    # from which it chose tokens[-1]; kept only for strategies that ask (needs_target_hidden)
+    target_hidden: torch.Tensor | None = None  # (n, hidden size) the target's last hidden states at the n
+    # positions its last pass added to its cache (prefill: the prompt's uncached ones; verify: the pending token's
+    # and the accepted drafts'), the last one at tokens[-2], from which it chose tokens[-1]; kept only for
+    # strategies that ask (needs_target_hidden)
 
 
 @dataclass

@@ -57,7 +57,7 @@ class DraftModel(Strategy):
             if len(tokens) == k or (self.stop_below_prob and self._unsure(logits, probs, token, request)):
                 self.proposed = len(tokens)
                 return Proposal(torch.cat(tokens), torch.stack(probs) if probs else None)
-            logits = self.draft.forward(token, last_only=True)[-1]
+            logits = self._next(token)
 
     def _unsure(self, logits, probs, token, request: Request) -> bool:
         """Whether the draft gave the token it just chose less than stop_below_prob: its softmax for
@@ -74,8 +74,16 @@ class DraftModel(Strategy):
         unseen = torch.tensor(request.tokens[self.draft.length :], device=request.device)
         return self.draft.forward(unseen, last_only=True)[-1]
 
+    def _next(self, token: torch.Tensor) -> torch.Tensor:
+        """The draft's logits after its own latest token."""
+        return self.draft.forward(token, last_only=True)[-1]
+
     def on_commit(self, request: Request, accepted: int) -> None:
-        # the cache holds the old tokens plus all but the last draft; keep what was committed
-        self.draft.rollback(min(self.draft.length, len(request.tokens) - 1))
+        self.draft.rollback(self._kept(request, accepted))
         if self.gamma_schedule == "heuristic":  # as transformers: grow by 2 after a fully accepted draft
             self.length = self.length + 2 if accepted == self.proposed else max(1, self.length - 1)
+
+    def _kept(self, request: Request, accepted: int) -> int:
+        """How much of the draft's cache stays after a step: it holds the old tokens plus all but
+        the last draft, of which the committed ones stay."""
+        return min(self.draft.length, len(request.tokens) - 1)

@@ -3,7 +3,7 @@ their top-k choices form a tree that the target verifies in one pass with a tree
 mask, keeping the longest accepted path (the cache is compacted to that path).
 
 Proposing costs no extra model pass: the hidden state comes from the previous verify pass
-(request.target_hidden). Acceptance: greedy match for greedy decoding (lossless); for sampling,
+(request.target_hidden[-1]). Acceptance: greedy match for greedy decoding (lossless); for sampling,
 `typical` (Medusa's typical acceptance, lossy: faster, output no longer the target's exact
 distribution) or `exact` (the target draws after every node, lossless).
 """
@@ -79,7 +79,7 @@ class Medusa(Strategy):
         if max_tokens <= 0:
             return Proposal.empty(request.device)
         tree = self.tree if self.tree.depth <= max_tokens else self._pruned(max_tokens)
-        logits = self.heads(request.target_hidden, self.lm_head, count=tree.depth)  # (depth, V): the heads in use
+        logits = self.heads(request.target_hidden[-1], self.lm_head, count=tree.depth)  # (depth, V): the heads in use
         top = logits.topk(tree.max_rank + 1, dim=-1).indices  # (depth, ranks)
         self.guesses.append((len(request.tokens), top[:, 0]))  # head k guesses tokens[len + k]
         index = tree.tensors(top.device)

@@ -1,0 +1,62 @@
+"""What the training entry points (train_draft, train_eagle, train_medusa) share: the
+optimization loop over a planned list of batches, and running an entry point from Hydra."""
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from experiments.checkpoint import resume, save_checkpoint
+from specdec.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def optimize(train_cfg: DictConfig, module: torch.nn.Module, params: list[torch.Tensor], plan: list,
+             batch_loss: Callable, checkpoint: Path, saved: Callable[[], dict]) -> tuple[int, float]:
+    """AdamW over `plan` (one batch per step; `batch_loss(batch)` -> (loss, [top-1 hits per output])),
+    a 5% linear warm-up then a cosine decay, clipped gradients, a checkpoint of `saved()` every
+    train_cfg.checkpoint_every steps (a rerun resumes from it), stopping at train_cfg.time_budget_min:
+    (steps done, minutes spent over all runs)."""
+    optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=0.0)
+    warmup = max(1, len(plan) // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1, (s + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / len(plan)))))
+    step, spent = resume(checkpoint, module, optimizer, schedule, len(plan))
+    module.train()
+    start = time.perf_counter() - spent
+    with tqdm(total=len(plan), initial=step, desc="training", unit="step") as bar:
+        while step < len(plan) and time.perf_counter() - start < train_cfg.time_budget_min * 60:
+            loss, hits = batch_loss(plan[step])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", top1="/".join(f"{h.mean().item():.3f}" for h in hits))
+            if step % train_cfg.checkpoint_every == 0 or step == len(plan):
+                save_checkpoint(checkpoint, saved(), optimizer, schedule, step, time.perf_counter() - start)
+    module.eval()
+    return step, (time.perf_counter() - start) / 60
+
+
+def run_entry_point(train: Callable[[DictConfig], dict], cfg: DictConfig, what: str, hidden=("config",)) -> None:
+    """Run a training entry point from its Hydra main: a ConfigError exits with status 2 and its
+    message (no traceback); else print the record (less `hidden` keys) and where `what` went."""
+    try:
+        meta = train(cfg)
+    except ConfigError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    print(json.dumps({k: v for k, v in meta.items() if k not in hidden}, indent=2))
+    print(f"{what} saved in {cfg.out_dir}; run dir {HydraConfig.get().runtime.output_dir}")

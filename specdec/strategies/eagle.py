@@ -1,0 +1,65 @@
+"""EAGLE (Li et al. 2024): draft-model speculation where the draft is one decoder layer on
+the target's own hidden states (specdec.eagle_draft), proposing a chain that the target
+verifies in one pass, exactly as `draft` does (greedy match; lossless rejection sampling).
+
+The draft runs one position behind the tokens: its position t pairs the target's hidden
+state at t with token t + 1 and predicts the hidden state at t + 1, whose LM-head scores
+propose token t + 2. After each verify pass it catches up on the positions the target just
+verified, with the target's true hidden states (request.target_hidden); while drafting it
+feeds its own predicted hidden state back in. Everything else (gamma, the heuristic
+schedule, the confidence stop, rollback) is the `draft` strategy's.
+"""
+
+import torch
+
+from specdec.cached_model import CachedModel
+from specdec.eagle_draft import EagleDraft, load_eagle_draft
+from specdec.few_row_linear import few_row_linears, shared_copy
+from specdec.models import decoding_model
+from specdec.strategies.base import Request, register
+from specdec.strategies.draft import DraftModel
+
+
+@register
+class Eagle(DraftModel):
+    name = "eagle"
+    needs_draft_model = False
+    needs_target_model = True
+    needs_target_hidden = True
+
+    def __init__(self, target_model, draft="smollm2-135m-eagle", head_tokens: int | None = None, gamma: int = 4,
+                 gamma_schedule: str = "constant", stop_below_prob: float = 0.0):
+        stock = draft if isinstance(draft, EagleDraft) else load_eagle_draft(draft, target_model, head_tokens)[0]
+        self.eagle = shared_copy(stock)  # what we run: a fused layer and measured few-row products, same weights
+        self.eagle.lm = decoding_model(stock.lm)
+        few_row_linears(self.eagle.fc, measure=True)
+        super().__init__(self.eagle.lm, gamma, gamma_schedule, stop_below_prob)
+        self.start = 0  # the first position the draft holds (later than 0 when the prompt came from a prefix cache)
+        self.predicted = None  # (1, d) the draft's guess of the target's hidden state at its next position
+
+    def begin(self, request: Request) -> None:
+        super().begin(request)
+        self.draft = CachedModel(self.draft_model, request.kv_cache, keep_hidden=True)
+
+    def _catch_up(self, request: Request) -> torch.Tensor:
+        """Feed the positions the target verified since the draft's last pass (their true hidden
+        states, each with the token that followed it): the draft's logits for the next token."""
+        hidden = request.target_hidden
+        first = len(request.tokens) - 1 - len(hidden)
+        if self.draft.length == 0:  # the request's first step
+            self.draft.reset()
+            self.start = first
+        tokens = torch.tensor(request.tokens[first + 1 :], device=request.device)
+        return self._forward(hidden, tokens)
+
+    def _next(self, token: torch.Tensor) -> torch.Tensor:
+        return self._forward(self.predicted, token)
+
+    def _forward(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        logits = self.draft.forward(None, last_only=True, embeds=self.eagle.inputs(hidden, tokens))[-1]
+        self.predicted = self.draft.hidden[-1:]
+        return logits
+
+    def _kept(self, request: Request, accepted: int) -> int:
+        # the positions the target had verified before this step; the step's own are fed again, true
+        return len(request.tokens) - accepted - 2 - self.start

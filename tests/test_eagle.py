@@ -1,0 +1,172 @@
+"""EAGLE: a one-layer draft on the target's hidden states (specdec.eagle_draft, strategy `eagle`).
+
+Greedy output must equal the baseline's token for token whatever the draft guesses; the
+training's unrolled passes must compute what the strategy computes when it drafts; the
+checkpoint round-trips; bad drafts get clear errors.
+"""
+
+import random
+
+import pytest
+import torch
+from conftest import baseline_and_eos, decode_with, random_eagle, random_prompt, tiny
+from omegaconf import OmegaConf
+
+from caching.prefix import PrefixCache
+from experiments.train_eagle import (
+    features,
+    group_loss,
+    train,
+    unrolled_mask,
+    unrolled_predictions,
+)
+from specdec import ConfigError, Decoder, GenerationConfig
+from specdec.cached_model import CachedModel
+from specdec.eagle_draft import (
+    SHIPPED,
+    load_eagle_draft,
+    new_eagle_draft,
+    save_eagle_draft,
+)
+from specdec.models import save_token_frequencies
+from specdec.strategies import create_strategy
+from specdec.subset_head import SubsetHead
+from specdec.tiny import tiny_random_model
+
+EAGLE_ARCHS = ["llama", "qwen2", "mistral", "phi3", "gpt_neox", "gemma"]
+
+
+@pytest.mark.parametrize("arch", EAGLE_ARCHS)
+def test_greedy_eagle_equals_the_baseline(arch):
+    model = tiny(arch)
+    rng = random.Random(f"eagle-{arch}")
+    for trial in range(6):
+        prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(1, 40))
+        expected, eos = baseline_and_eos(model, prompt, config, trial)
+        options = dict(gamma=rng.randint(1, 5), gamma_schedule=["constant", "heuristic"][trial % 2],
+                       stop_below_prob=[0.0, 0.3][trial // 3])
+        got = decode_with(model, "eagle", prompt, config, eos=eos, target_model=model,
+                          draft=random_eagle(model, trial), **options)
+        assert got.token_ids == expected.token_ids, (arch, trial, options)
+        assert got.stop_reason == expected.stop_reason
+
+
+def test_with_a_prefix_cache_the_draft_starts_after_the_cached_prompt():
+    """With cache=radix the target computes hidden states only for the uncached part of a
+    prompt; the draft starts there (rotary positions are relative) and output stays the baseline's."""
+    model = tiny("llama")
+    rng = random.Random(7)
+    shared = [rng.randrange(256) for _ in range(30)]
+    decoder = Decoder(model, create_strategy("eagle", target_model=model, draft=random_eagle(model, 5), gamma=3),
+                      eos_token_ids=set(), prefix_cache=PrefixCache(max_bytes=10**9))
+    config = GenerationConfig(max_new_tokens=25)
+    for tail in ([1, 2, 3], [4, 5, 6, 7]):
+        got = decoder.generate(shared + tail, config)
+        assert got.token_ids == decode_with(model, "baseline", shared + tail, config, eos=set()).token_ids
+    assert got.metrics.cached_prompt_tokens >= 30
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_training_passes_compute_what_drafting_computes(arch):
+    """Pass s of experiments.train_eagle at draft position q equals what the strategy's draft
+    computes for drafted token s after the target verified position q - s + 1."""
+    model = tiny(arch)
+    draft = random_eagle(model, 3)
+    rng = random.Random(arch)
+    seq = [rng.randrange(256) for _ in range(36)]
+    with torch.no_grad():
+        states = model.model(input_ids=torch.tensor([seq])).last_hidden_state[0]
+    ids, inputs = torch.tensor([seq[1:]]), states[None, :-1]
+    with torch.no_grad():
+        passes = unrolled_predictions(draft, ids, inputs, unroll=3)
+    for verified in (10, 20, 27):  # the target verified positions 0..verified
+        cached = CachedModel(draft.lm, "dynamic", keep_hidden=True)
+        cached.reset()
+        cached.forward(None, embeds=draft.inputs(states[: verified + 1], ids[0, : verified + 1]))
+        predicted = cached.hidden[-1:]
+        assert torch.allclose(predicted[0], passes[0][0, verified], atol=1e-5)
+        for s in (2, 3):  # drafted token s: its own previous guess of the state, and the token it drafted
+            q = verified + s - 1
+            cached.forward(None, embeds=draft.inputs(predicted, ids[0, q : q + 1]))
+            predicted = cached.hidden[-1:]
+            assert torch.allclose(predicted[0], passes[s - 1][0, q], atol=1e-5), (verified, s)
+
+
+def test_unrolled_mask_lets_each_row_see_itself():
+    for s in (1, 2, 3):
+        allowed = unrolled_mask(6, s)[0, 0] == 0
+        assert allowed.shape == (6, 6 * s)
+        assert allowed[:, (s - 1) * 6 :].diagonal().all()
+
+
+def test_round_trip_and_clear_errors(tmp_path):
+    model = tiny("llama")
+    draft = new_eagle_draft(model, init_layer=2)
+    assert torch.equal(draft.lm.model.layers[0].mlp.up_proj.weight, model.model.layers[2].mlp.up_proj.weight)
+    save_eagle_draft(draft, tmp_path, {"note": "test"})
+    save_token_frequencies([[5, 5, 6]], model.config.vocab_size, tmp_path)
+    loaded, config = load_eagle_draft(tmp_path, model)
+    assert config["note"] == "test"
+    for name, p in draft.own_state().items():
+        assert torch.allclose(p, loaded.own_state()[name], atol=1e-2), name  # bf16 on disk
+    assert loaded.lm.get_input_embeddings().weight is model.get_input_embeddings().weight  # borrowed, not saved
+    subset, _ = load_eagle_draft(tmp_path, model, head_tokens=2)
+    logits = subset.lm(inputs_embeds=torch.randn(1, 3, model.config.hidden_size)).logits
+    assert torch.isfinite(logits[0, 0]).sum() == 2
+    with pytest.raises(ConfigError, match="train_eagle"):
+        load_eagle_draft(tmp_path / "nothing", model)
+    with pytest.raises(ConfigError, match="width 64"):
+        load_eagle_draft(tmp_path, tiny("llama", hidden_size=32, num_attention_heads=2))
+    with pytest.raises(ConfigError, match=r"init_layer must be a target layer in \[0, 2\]"):
+        new_eagle_draft(model, init_layer=3)
+    with pytest.raises(ConfigError, match="gamma"):
+        create_strategy("eagle", target_model=model, draft=draft, gamma=0)
+
+
+def test_sampling_runs_and_reports_acceptance():
+    model = tiny("llama")
+    decoder = Decoder(model, create_strategy("eagle", target_model=model, draft=random_eagle(model, 1), gamma=3),
+                      eos_token_ids=set())
+    result = decoder.generate([3, 4, 5, 6] * 5, GenerationConfig(max_new_tokens=30, temperature=0.8), seed=1)
+    assert len(result.token_ids) == 30
+    assert sum(step.proposed for step in result.metrics.steps) > 0
+
+
+def test_the_shipped_draft_is_small_and_complete():
+    directory = SHIPPED["smollm2-135m-eagle"]
+    files = {p.name: p.stat().st_size for p in directory.iterdir()}
+    assert {"eagle_config.json", "eagle_draft.safetensors", "tokens_by_frequency.json"} <= set(files)
+    assert files["eagle_draft.safetensors"] <= 25 * 2**20
+
+
+def test_training_lowers_the_loss_and_checkpoints(tmp_path):
+    """experiments.train_eagle on a tiny target: batched features equal one sequence's own pass,
+    and a few epochs lower the loss of every unrolled pass on the training data (a sharpened
+    LM head gives the target distributions a draft can learn; a random one's are near uniform)."""
+    model = tiny_random_model("llama")
+    with torch.no_grad():
+        model.lm_head.weight.mul_(10.0)
+    rng = random.Random(0)
+    rows = [{"id": i, "index": i, "sampled": False, "prompt_ids": [rng.randrange(256) for _ in range(rng.randint(4, 12))],
+             "answer_ids": [rng.randrange(256) for _ in range(rng.randint(6, 16))]} for i in range(12)]
+    hidden = features(rows, model, tmp_path / "features.pt", max_tokens=128)
+    with torch.no_grad():
+        alone = model.model(input_ids=torch.tensor([rows[3]["prompt_ids"] + rows[3]["answer_ids"]])).last_hidden_state[0]
+    assert torch.allclose(hidden[3].float(), alone, atol=0.05)  # bf16 on disk
+    subset = SubsetHead(model.get_output_embeddings().weight, list(range(model.config.vocab_size)))
+    draft = new_eagle_draft(model, init_layer=None)
+    cfg = OmegaConf.create({"seed": 0, "train": {"unroll": 2, "feature_weight": 0.1, "noise": 0.0, "lr": 3e-3,
+                                                 "epochs": 30, "batch_tokens": 128, "checkpoint_every": 10,
+                                                 "time_budget_min": 5}})
+
+    def losses():
+        with torch.no_grad():
+            draft.eval()
+            return [group_loss(draft, [r], hidden, subset, 2, 0.1, 0.0)[0].item() for r in rows]
+
+    before = losses()
+    result = train(cfg, draft, rows, rows[:2], hidden, subset, tmp_path)
+    after = losses()
+    assert result["steps"] == result["planned_steps"] and (tmp_path / "eagle_checkpoint.pt").exists()
+    assert sum(after) < 0.9 * sum(before)  # cross-entropy against soft targets: their entropy is its floor
+    assert len(result["held_out_top1"]) == 2
