@@ -2,7 +2,8 @@
 
 Recipe:
 1. data: the trained-draft recipe (experiments.train_draft.generate_data): the target's own
-   greedy and sampled answers to training prompts disjoint from every evaluation suite.
+   greedy and sampled answers to training prompts disjoint from every evaluation suite, once
+   per seed in `data.seeds` (each seed draws other passages and prompts: more data).
 2. features: one pass of the frozen target over each whole sequence keeps its last hidden
    state (the LM head's input) at every position; computed once, kept in the work directory.
 3. draft (specdec.eagle_draft): `fc` over [hidden state at t; embedding of token t + 1], then
@@ -155,18 +156,34 @@ def train(cfg: DictConfig, draft: EagleDraft, rows, held_out, hidden, subset, wo
             "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1": after}
 
 
+def seeded_data(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[dict], list[torch.Tensor], float]:
+    """One data set per seed in data.seeds (the recipe's passages and prompts drawn with that seed,
+    answered in work/seed-N, resumable), with their features: (rows, hidden states, minutes of answering)."""
+    data, hidden, minutes = [], [], 0.0
+    for seed in cfg.data.seeds:
+        directory = work / f"seed-{seed}"
+        directory.mkdir(parents=True, exist_ok=True)
+        part = cfg.copy()
+        part.seed = seed
+        rows, spent = answered_prompts(part, target, tokenizer, directory)
+        for index, row in enumerate(rows):
+            row["index"] = index
+        states = features(rows, target, directory / "features.pt", cfg.train.batch_tokens)
+        for row in rows:
+            row["index"] += len(hidden)
+            row["id"] = f"{seed}/{row['id']}"
+        data, hidden, minutes = data + rows, hidden + states, minutes + spent
+    return data, hidden, minutes
+
+
 def train_eagle(cfg: DictConfig) -> dict:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work = Path(cfg.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
     target, tokenizer = load_model(cfg.model.name_or_path, torch.device("cpu"), torch.float32)
     target.requires_grad_(False)
-    data, data_minutes = answered_prompts(cfg, target, tokenizer, work)
-    for index, row in enumerate(data):
-        row["index"] = index
-    hidden = features(data, target, work / "features.pt", cfg.train.batch_tokens)
+    data, hidden, data_minutes = seeded_data(cfg, target, tokenizer, work)
     rng = random.Random(cfg.seed)
     held_ids = {r["id"] for r in data if not r["sampled"] and rng.random() < cfg.train.held_out_share}
     rows = [r for r in data if r["id"] not in held_ids]
@@ -176,10 +193,11 @@ def train_eagle(cfg: DictConfig) -> dict:
     subset = frequent_token_head(target.get_output_embeddings().weight, out, cfg.train.head_tokens)
     draft = new_eagle_draft(target, cfg.train.init_layer)
     results = train(cfg, draft, rows, [r for r in data if r["id"] in held_ids], hidden, subset, work)
+    digest = hashlib.sha256(b"".join((work / f"seed-{seed}" / "data.jsonl").read_bytes() for seed in cfg.data.seeds))
     meta = {"target": cfg.model.name_or_path, "config": OmegaConf.to_container(cfg, resolve=True),
-            "data_sha256": hashlib.sha256((work / "data.jsonl").read_bytes()).hexdigest(),
-            "data_sequences": len(data), "data_answer_tokens": sum(len(r["answer_ids"]) for r in data),
-            "data_minutes": round(data_minutes, 1), **results}
+            "data_sha256": digest.hexdigest(), "data_sequences": len(data),
+            "data_answer_tokens": sum(len(r["answer_ids"]) for r in data), "data_minutes": round(data_minutes, 1),
+            **results}
     save_eagle_draft(draft, out, meta)
     return meta
 

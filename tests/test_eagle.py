@@ -13,6 +13,7 @@ from conftest import baseline_and_eos, decode_with, random_eagle, random_prompt,
 from omegaconf import OmegaConf
 
 from caching.prefix import PrefixCache
+from experiments import train_eagle
 from experiments.train_eagle import (
     features,
     group_loss,
@@ -170,3 +171,24 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path):
     assert result["steps"] == result["planned_steps"] and (tmp_path / "eagle_checkpoint.pt").exists()
     assert sum(after) < 0.9 * sum(before)  # cross-entropy against soft targets: their entropy is its floor
     assert len(result["held_out_top1"]) == 2
+
+
+def test_each_seed_adds_its_own_data_set(tmp_path, monkeypatch):
+    """data.seeds: one answered data set per seed in work/seed-N, joined with globally unique ids and
+    indices that point at each row's own hidden states."""
+    model = tiny("llama")
+
+    def answered(cfg, target, tokenizer, directory):
+        assert directory == tmp_path / f"seed-{cfg.seed}"
+        rng = random.Random(cfg.seed)
+        rows = [{"id": f"p-{i}", "sampled": False, "prompt_ids": [rng.randrange(256) for _ in range(5 + i)],
+                 "answer_ids": [rng.randrange(256) for _ in range(4)]} for i in range(3)]
+        return rows, 1.5
+
+    monkeypatch.setattr(train_eagle, "answered_prompts", answered)
+    cfg = OmegaConf.create({"seed": 0, "data": {"seeds": [0, 1]}, "train": {"batch_tokens": 64}})
+    data, hidden, minutes = train_eagle.seeded_data(cfg, model, None, tmp_path)
+    assert [r["id"] for r in data] == ["0/p-0", "0/p-1", "0/p-2", "1/p-0", "1/p-1", "1/p-2"]
+    assert minutes == 3.0 and len(hidden) == 6 and (tmp_path / "seed-1" / "features.pt").exists()
+    for row in data:
+        assert len(hidden[row["index"]]) == len(row["prompt_ids"]) + len(row["answer_ids"])
