@@ -1,6 +1,6 @@
 """The entry points end to end with model=tiny-random: `experiments.run` (files, summary,
-sweeps, errors), `experiments.profile_step`, `experiments.train_draft` and
-`experiments.train_medusa` (with resume)."""
+sweeps, errors), `experiments.profile_step`, `experiments.train_draft`,
+`experiments.train_medusa` and `experiments.train_eagle` (with resume)."""
 
 import json
 import os
@@ -142,6 +142,24 @@ def test_train_medusa_trains_exports_resumes_and_runs(tmp_path):
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["medusa"]
     assert summary["match_baseline"] == 1.0 and len(summary["head_accuracy"]) == 3
     assert summary["acceptance_rate"] is None and summary["per_position_acceptance"]
+
+
+def test_train_eagle_trains_exports_resumes_and_runs(tmp_path):
+    args = ["data.seeds=[0,1]", "data.passages=2", "data.prompts=8", "data.max_new_tokens=8", "data.batch_size=8",
+            "train.held_out_share=0.4", "train.epochs=2", "train.batch_tokens=256", "train.checkpoint_every=1",
+            "train.head_tokens=200", f"work_dir={tmp_path / 'work'}", f"out_dir={tmp_path / 'eagle'}",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    run(*args, module="experiments.train_eagle")
+    meta = json.loads((tmp_path / "eagle" / "eagle_config.json").read_text())
+    assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
+    assert meta["data_sequences"] == 2 * (2 + 8) and len(meta["held_out_top1"]) == 3  # two seeds; unroll 3
+    assert {"eagle_draft.safetensors", "tokens_by_frequency.json"} <= {p.name for p in (tmp_path / "eagle").iterdir()}
+    again = run(*args, module="experiments.train_eagle")
+    assert "resumed from" in again.stdout + again.stderr
+    run("strategy=eagle", f"strategy.draft={tmp_path / 'eagle'}", "strategy.head_tokens=100", "dataset.limit=2",
+        "generation.max_new_tokens=10", f"hydra.run.dir={tmp_path / 'eval'}")
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["eagle"]
+    assert summary["match_baseline"] == 1.0 and summary["per_position_acceptance"]
 
 
 def test_bench_entries_run_what_the_strategy_config_runs():
