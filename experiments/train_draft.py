@@ -68,7 +68,10 @@ def generate_data(cfg: DictConfig, target, tokenizer, path: Path) -> list[dict]:
     passages = [complete_sentences(tokenizer.decode(done[p["id"]]["answer_ids"], skip_special_tokens=True))
                 for p in requests]
     passages = [text for text in passages if len(text) >= 200 and not overlaps(text, spans)]
-    prompts = training_prompts(cfg.data.prompts, cfg.seed, passages)
+    made = training_prompts(cfg.data.prompts, cfg.seed, passages)
+    prompts = [p for p in made if not overlaps(p["prompt"], spans)]
+    if len(prompts) < len(made):  # an instruction and a passage together can meet an evaluation prompt's wording
+        log.info("dropped %d training prompts that share a span with an evaluation prompt", len(made) - len(prompts))
     check_disjoint([p["prompt"] for p in prompts], evaluation)
     answer(prompts, cfg, target, tokenizer, done, path, sampled_share=cfg.data.sampled_share)
     return [done[p["id"]] for p in requests + prompts]

@@ -27,8 +27,8 @@ class Eagle(DraftModel):
     needs_target_model = True
     needs_target_hidden = True
 
-    def __init__(self, target_model, draft="smollm2-135m-eagle", head_tokens: int | None = None, gamma: int = 4,
-                 gamma_schedule: str = "constant", stop_below_prob: float = 0.0):
+    def __init__(self, target_model, draft="smollm2-135m-eagle", head_tokens: int | None = None, gamma: int = 3,
+                 gamma_schedule: str = "constant", stop_below_prob: float = 0.3):
         stock = draft if isinstance(draft, EagleDraft) else load_eagle_draft(draft, target_model, head_tokens)[0]
         self.eagle = shared_copy(stock)  # what we run: a fused layer and measured few-row products, same weights
         self.eagle.lm = decoding_model(stock.lm)
