@@ -10,9 +10,18 @@ import torch
 from conftest import baseline_and_eos, decode_with, random_prompt, tiny
 from omegaconf import OmegaConf
 from test_greedy_lossless import drafts_for
-from test_sampling_lossless import DRAFT, NEW_TOKENS, SETTINGS, TARGET, exact_distribution, p_value, sample_counts
+from test_sampling_lossless import (
+    DRAFT,
+    NEW_TOKENS,
+    SETTINGS,
+    TARGET,
+    exact_distribution,
+    p_value,
+    sample_counts,
+)
 
 from specdec import Decoder, GenerationConfig
+from specdec.eagle_draft import EagleDraft
 from specdec.errors import ConfigError
 from specdec.medusa_heads import MedusaHeads
 from specdec.strategies import create_strategy
@@ -150,4 +159,6 @@ def test_config_files_build_their_strategies():
         options = OmegaConf.to_container(OmegaConf.load(path))
         if options["name"] == "medusa":  # the shipped heads fit SmolLM2-135M, not the tiny model
             options.update(heads=MedusaHeads(target.config.hidden_size, target.config.vocab_size), head_tokens=None)
+        if options["name"] == "eagle":  # so does the shipped EAGLE draft
+            options.update(draft=EagleDraft(target), head_tokens=None)
         create_strategy(options.pop("name"), draft_model=target, target_model=target, **options)
