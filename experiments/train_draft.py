@@ -31,7 +31,7 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from experiments.draft_data import (
@@ -42,7 +42,7 @@ from experiments.draft_data import (
     training_prompts,
 )
 from experiments.prompts import encode, load_prompts, shipped_suites
-from experiments.training import optimize, run_entry_point
+from experiments.training import optimize, run_entry_point, training_record
 from specdec.models import (
     decoding_model,
     frequent_token_head,
@@ -220,10 +220,7 @@ def train_draft(cfg: DictConfig) -> dict:
     subset = frequent_token_head(weight, out, cfg.train.head_tokens) if cfg.train.head_tokens else None
     results = train(cfg, draft, data, pad, work, subset)
     data_hash = hashlib.sha256((work / "data.jsonl").read_bytes()).hexdigest()
-    meta = {"target": cfg.model.name_or_path, "config": OmegaConf.to_container(cfg, resolve=True),
-            "data_sha256": data_hash, "data_sequences": len(data),
-            "data_answer_tokens": sum(len(r["answer_ids"]) for r in data), "data_minutes": round(data_minutes, 1),
-            **results}
+    meta = training_record(cfg, data, data_hash, data_minutes, results)
     save_trained_draft(draft, out, meta)
     return meta
 

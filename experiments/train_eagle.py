@@ -30,12 +30,12 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 from transformers import DynamicCache
 
 from experiments.train_draft import answered_prompts, batches
-from experiments.training import optimize, run_entry_point
+from experiments.training import optimize, run_entry_point, training_record
 from specdec.cached_model import cache_argument
 from specdec.eagle_draft import EagleDraft, new_eagle_draft, save_eagle_draft
 from specdec.models import frequent_token_head, load_model, save_token_frequencies
@@ -194,10 +194,7 @@ def train_eagle(cfg: DictConfig) -> dict:
     draft = new_eagle_draft(target, cfg.train.init_layer)
     results = train(cfg, draft, rows, [r for r in data if r["id"] in held_ids], hidden, subset, work)
     digest = hashlib.sha256(b"".join((work / f"seed-{seed}" / "data.jsonl").read_bytes() for seed in cfg.data.seeds))
-    meta = {"target": cfg.model.name_or_path, "config": OmegaConf.to_container(cfg, resolve=True),
-            "data_sha256": digest.hexdigest(), "data_sequences": len(data),
-            "data_answer_tokens": sum(len(r["answer_ids"]) for r in data), "data_minutes": round(data_minutes, 1),
-            **results}
+    meta = training_record(cfg, data, digest.hexdigest(), data_minutes, results)
     save_eagle_draft(draft, out, meta)
     return meta
 

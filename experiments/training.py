@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from experiments.checkpoint import resume, save_checkpoint
@@ -48,6 +48,15 @@ def optimize(train_cfg: DictConfig, module: torch.nn.Module, params: list[torch.
                 save_checkpoint(checkpoint, saved(), optimizer, schedule, step, time.perf_counter() - start)
     module.eval()
     return step, (time.perf_counter() - start) / 60
+
+
+def training_record(cfg: DictConfig, data: list[dict], data_sha256: str, data_minutes: float, results: dict) -> dict:
+    """What a shipped draft records beside its weights: its target, the whole config, the data's
+    hash, size and answering time, and the training's results."""
+    return {"target": cfg.model.name_or_path, "config": OmegaConf.to_container(cfg, resolve=True),
+            "data_sha256": data_sha256, "data_sequences": len(data),
+            "data_answer_tokens": sum(len(r["answer_ids"]) for r in data), "data_minutes": round(data_minutes, 1),
+            **results}
 
 
 def run_entry_point(train: Callable[[DictConfig], dict], cfg: DictConfig, what: str, hidden=("config",)) -> None:
