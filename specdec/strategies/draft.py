@@ -19,6 +19,7 @@ SCHEDULES = ("constant", "heuristic")
 class DraftModel(Strategy):
     name = "draft"
     needs_draft_model = True
+    keeps_draft_hidden = False  # whether the draft's cache keeps its hidden states (EAGLE feeds them back)
 
     def __init__(self, draft_model, gamma: int = 4, gamma_schedule: str = "constant", stop_below_prob: float = 0.0):
         if not isinstance(gamma, int) or gamma < 1:
@@ -37,7 +38,8 @@ class DraftModel(Strategy):
         self.proposed = 0  # tokens in the last proposal
 
     def begin(self, request: Request) -> None:
-        self.draft = CachedModel(self.draft_model, request.kv_cache)  # empty: the first proposal prefills it
+        # empty: the first proposal prefills it
+        self.draft = CachedModel(self.draft_model, request.kv_cache, keep_hidden=self.keeps_draft_hidden)
         self.length = self.gamma  # every request starts at gamma (transformers' "heuristic_transient")
 
     def propose(self, request: Request, max_tokens: int) -> Proposal:

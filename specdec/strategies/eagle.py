@@ -12,7 +12,6 @@ schedule, the confidence stop, rollback) is the `draft` strategy's.
 
 import torch
 
-from specdec.cached_model import CachedModel
 from specdec.eagle_draft import EagleDraft, load_eagle_draft
 from specdec.few_row_linear import few_row_linears, shared_copy
 from specdec.models import decoding_model
@@ -26,6 +25,7 @@ class Eagle(DraftModel):
     needs_draft_model = False
     needs_target_model = True
     needs_target_hidden = True
+    keeps_draft_hidden = True
 
     def __init__(self, target_model, draft="smollm2-135m-eagle", head_tokens: int | None = None, gamma: int = 3,
                  gamma_schedule: str = "constant", stop_below_prob: float = 0.3):
@@ -34,23 +34,20 @@ class Eagle(DraftModel):
         self.eagle.lm = decoding_model(stock.lm)
         few_row_linears(self.eagle.fc, measure=True)
         super().__init__(self.eagle.lm, gamma, gamma_schedule, stop_below_prob)
-        self.start = 0  # the first position the draft holds (later than 0 when the prompt came from a prefix cache)
+        self.verified = 0  # draft positions fed with the target's true hidden states (kept after a step)
         self.predicted = None  # (1, d) the draft's guess of the target's hidden state at its next position
-
-    def begin(self, request: Request) -> None:
-        super().begin(request)
-        self.draft = CachedModel(self.draft_model, request.kv_cache, keep_hidden=True)
 
     def _catch_up(self, request: Request) -> torch.Tensor:
         """Feed the positions the target verified since the draft's last pass (their true hidden
-        states, each with the token that followed it): the draft's logits for the next token."""
+        states, each with the token that followed it): the draft's logits for the next token. On the
+        first step these are the prompt's (its uncached part: rotary positions are relative)."""
+        if self.draft.cache is None:
+            self.draft.reset()
         hidden = request.target_hidden
         first = len(request.tokens) - 1 - len(hidden)
-        if self.draft.length == 0:  # the request's first step
-            self.draft.reset()
-            self.start = first
-        tokens = torch.tensor(request.tokens[first + 1 :], device=request.device)
-        return self._forward(hidden, tokens)
+        logits = self._forward(hidden, torch.tensor(request.tokens[first + 1 :], device=request.device))
+        self.verified = self.draft.length
+        return logits
 
     def _next(self, token: torch.Tensor) -> torch.Tensor:
         return self._forward(self.predicted, token)
@@ -61,5 +58,5 @@ class Eagle(DraftModel):
         return logits
 
     def _kept(self, request: Request, accepted: int) -> int:
-        # the positions the target had verified before this step; the step's own are fed again, true
-        return len(request.tokens) - accepted - 2 - self.start
+        # the verified positions; this step's drafts were fed predicted states, and come back with true ones
+        return self.verified
