@@ -22,7 +22,6 @@ Recipe:
 import hashlib
 import logging
 import random
-import time
 from pathlib import Path
 
 import hydra
@@ -31,10 +30,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from experiments.checkpoint import resume, save_checkpoint
 from experiments.cost_model import measure_costs
 from experiments.train_draft import answered_prompts
-from experiments.training import run_entry_point
+from experiments.training import optimize, run_entry_point
 from specdec.cached_model import CachedModel
 from specdec.medusa_heads import MedusaHeads, save_medusa_heads
 from specdec.models import (
@@ -98,43 +96,28 @@ def accuracy(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor, label
 
 
 def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, labels, work: Path) -> dict:
+    """Batches of positions in a fresh random order each epoch; a one-cycle schedule (as Medusa)."""
     torch.manual_seed(cfg.seed)
-    params = list(heads.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=0.0)
-    per_epoch = -(-len(hidden) // cfg.train.batch_positions)
-    total = per_epoch * cfg.train.epochs
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.train.lr, total_steps=total, pct_start=0.05)
+    size = cfg.train.batch_positions
+    orders = [torch.randperm(len(hidden), generator=torch.Generator().manual_seed(cfg.seed + e))
+              for e in range(cfg.train.epochs)]
+    plan = [order[start : start + size] for order in orders for start in range(0, len(hidden), size)]
     weights = torch.tensor([cfg.train.head_decay ** k for k in range(heads.num_heads)])
-    checkpoint = work / "medusa_checkpoint.pt"
-    step, spent = resume(checkpoint, heads, optimizer, schedule, total)
-    heads.train()
-    start = time.perf_counter() - spent
-    with tqdm(total=total, initial=step, desc="training", unit="step") as bar:
-        while step < total and time.perf_counter() - start < cfg.train.time_budget_min * 60:
-            epoch, offset = divmod(step, per_epoch)
-            order = torch.randperm(len(hidden), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            batch = order[offset * cfg.train.batch_positions : (offset + 1) * cfg.train.batch_positions]
-            scores = head_logits(heads, subset, hidden[batch])  # (B, K, S)
-            target = subset.columns(labels[batch])
-            losses = torch.stack([F.cross_entropy(scores[:, k], target[:, k], ignore_index=-100)
-                                  for k in range(heads.num_heads)])
-            loss = (losses.nan_to_num() * weights).sum() / weights.sum()
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            step += 1
-            bar.update()
-            hits = (scores.argmax(-1) == target).float().sum(0) / (target >= 0).float().sum(0).clamp_min(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", top1="/".join(f"{h:.2f}" for h in hits.tolist()))
-            if step % cfg.train.checkpoint_every == 0 or step == total:
-                save_checkpoint(checkpoint, heads.state_dict(), optimizer, schedule, step, time.perf_counter() - start)
-            if step % per_epoch == 0:
-                log.info("epoch %d: loss %.3f, batch top-1 per head %s", step // per_epoch, loss.item(),
-                         [round(h, 3) for h in hits.tolist()])
-    heads.eval()
-    return {"steps": step, "planned_steps": total, "train_minutes": round((time.perf_counter() - start) / 60, 1)}
+
+    def batch_loss(batch):
+        scores = head_logits(heads, subset, hidden[batch])  # (B, K, S)
+        target = subset.columns(labels[batch])
+        losses = torch.stack([F.cross_entropy(scores[:, k], target[:, k], ignore_index=-100)
+                              for k in range(heads.num_heads)])
+        hits = (scores.argmax(-1) == target).float().sum(0) / (target >= 0).float().sum(0).clamp_min(1)
+        return (losses.nan_to_num() * weights).sum() / weights.sum(), list(hits)
+
+    def one_cycle(optimizer, total: int, lr: float):
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total, pct_start=0.05)
+
+    step, minutes = optimize(cfg.train, heads, list(heads.parameters()), plan, batch_loss,
+                             work / "medusa_checkpoint.pt", heads.state_dict, schedule=one_cycle)
+    return {"steps": step, "planned_steps": len(plan), "train_minutes": round(minutes, 1)}
 
 
 def default_tree(cfg: DictConfig, target, topk_accuracy: list[list[float]]) -> dict:

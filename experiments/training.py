@@ -20,16 +20,22 @@ from specdec.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def warmup_cosine(optimizer, total: int, lr: float):
+    """A 5% linear warm-up to `lr`, then a cosine decay to 0 at step `total`."""
+    warmup = max(1, total // 20)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1, (s + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / total))))
+
+
 def optimize(train_cfg: DictConfig, module: torch.nn.Module, params: list[torch.Tensor], plan: list,
-             batch_loss: Callable, checkpoint: Path, saved: Callable[[], dict]) -> tuple[int, float]:
+             batch_loss: Callable, checkpoint: Path, saved: Callable[[], dict],
+             schedule: Callable = warmup_cosine) -> tuple[int, float]:
     """AdamW over `plan` (one batch per step; `batch_loss(batch)` -> (loss, [top-1 hits per output])),
-    a 5% linear warm-up then a cosine decay, clipped gradients, a checkpoint of `saved()` every
-    train_cfg.checkpoint_every steps (a rerun resumes from it), stopping at train_cfg.time_budget_min:
-    (steps done, minutes spent over all runs)."""
+    the learning rate following `schedule(optimizer, steps, lr)`, clipped gradients, a checkpoint of
+    `saved()` every train_cfg.checkpoint_every steps (a rerun resumes from it), stopping at
+    train_cfg.time_budget_min: (steps done, minutes spent over all runs)."""
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=0.0)
-    warmup = max(1, len(plan) // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1, (s + 1) / warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, s / len(plan)))))
+    schedule = schedule(optimizer, len(plan), train_cfg.lr)
     step, spent = resume(checkpoint, module, optimizer, schedule, len(plan))
     module.train()
     start = time.perf_counter() - spent
