@@ -24,7 +24,7 @@ from experiments.table import format_summary
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
 from specdec.metrics import summarize
-from specdec.models import load_draft, load_model, resolve_device, resolve_dtype, runtime_model
+from specdec.models import load_draft, load_model, resolve_device, resolve_dtype, runtime_layout, runtime_model
 from specdec.strategies import STRATEGIES, create_strategy
 
 log = logging.getLogger("experiments.run")
@@ -50,6 +50,7 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies:
 
     def decoder(options: dict, prefix_cache=None) -> Decoder:
         strategy = create_strategy(options["name"], draft_model=draft, target_model=ours,
+                                   layout=runtime_layout(cfg.runtime),
                                    **{k: v for k, v in options.items() if k != "name"})
         return Decoder(ours, strategy, tokenizer, eos, prefix_cache=prefix_cache, kv_cache=kv)
 

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -119,9 +120,30 @@ def decoding_model(model: torch.nn.Module, linear: str = "auto", compile: bool =
     return ours
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How our decoders run modules on this machine (the runtime config's layers, linear and
+    compile). Strategies that build modules of their own (EAGLE's draft, Medusa's head) follow it
+    too, so that runtime.layers=stock or runtime.linear=stock holds for every module that runs."""
+    layers: str = "fused"
+    linear: str = "auto"
+    compile: bool = False
+
+    def model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return decoding_model(model, self.linear, self.compile, self.layers)
+
+    def linears(self, module: torch.nn.Module) -> torch.nn.Module:
+        """`module`'s linear layers in this layout (in place)."""
+        return module if self.linear == "stock" else few_row_linears(module, measure=self.linear == "auto")
+
+
+def runtime_layout(runtime) -> Layout:
+    return Layout(runtime.layers, runtime.linear, runtime.compile)
+
+
 def runtime_model(model: torch.nn.Module, runtime) -> torch.nn.Module:
     """decoding_model with the settings of the `runtime` config group (linear, compile, layers)."""
-    return decoding_model(model, runtime.linear, runtime.compile, runtime.layers)
+    return runtime_layout(runtime).model(model)
 
 
 def layer_skip_draft(target: torch.nn.Module, num_layers: int) -> torch.nn.Module:

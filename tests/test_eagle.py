@@ -29,7 +29,9 @@ from specdec.eagle_draft import (
     new_eagle_draft,
     save_eagle_draft,
 )
-from specdec.models import save_token_frequencies
+from specdec.few_row_linear import FewRowLinear
+from specdec.fused_layers import FusedDecoderLayer
+from specdec.models import Layout, save_token_frequencies
 from specdec.strategies import create_strategy
 from specdec.subset_head import SubsetHead
 from specdec.tiny import tiny_random_model
@@ -192,3 +194,18 @@ def test_each_seed_adds_its_own_data_set(tmp_path, monkeypatch):
     assert minutes == 3.0 and len(hidden) == 6 and (tmp_path / "seed-1" / "features.pt").exists()
     for row in data:
         assert len(hidden[row["index"]]) == len(row["prompt_ids"]) + len(row["answer_ids"])
+
+
+def test_eagle_runs_its_draft_in_the_runtime_layout():
+    """runtime.layers / runtime.linear hold for the draft EAGLE builds, as for the target."""
+    model = tiny("llama")
+    draft = random_eagle(model, 0)
+    stock = create_strategy("eagle", target_model=model, draft=draft, layout=Layout(layers="stock", linear="stock"))
+    assert not any(isinstance(m, (FusedDecoderLayer, FewRowLinear)) for m in stock.eagle.modules())
+    fast = create_strategy("eagle", target_model=model, draft=draft, layout=Layout(layers="fused", linear="few_rows"))
+    assert isinstance(fast.eagle.lm.model.layers[0], FusedDecoderLayer) and type(fast.eagle.fc) is FewRowLinear
+    assert type(draft.fc) is torch.nn.Linear  # the stock draft is left as it was
+    prompt, config = [5, 9, 13, 2, 7], GenerationConfig(max_new_tokens=12)
+    expected = Decoder(model, create_strategy("baseline"), eos_token_ids=set()).generate(prompt, config).token_ids
+    for strategy in (stock, fast):
+        assert Decoder(model, strategy, eos_token_ids=set()).generate(prompt, config).token_ids == expected

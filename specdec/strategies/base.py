@@ -48,6 +48,7 @@ class Strategy:
     needs_draft_model: ClassVar[bool] = False
     needs_target_model: ClassVar[bool] = False  # given the target model (e.g. to share its LM head)
     needs_target_hidden: ClassVar[bool] = False  # the decoder keeps request.target_hidden up to date
+    builds_modules: ClassVar[bool] = False  # given layout= (specdec.models.Layout) for the modules it runs
 
     def begin(self, request: Request) -> None:
         """A new request starts: reset per-request state (caches, tables)."""
@@ -76,8 +77,9 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-def create_strategy(name: str, draft_model=None, target_model=None, **options) -> Strategy:
-    """Build a registered strategy by name with its options (e.g. gamma for `draft`)."""
+def create_strategy(name: str, draft_model=None, target_model=None, layout=None, **options) -> Strategy:
+    """Build a registered strategy by name with its options (e.g. gamma for `draft`); `layout`
+    (the runtime's specdec.models.Layout) goes to strategies that build modules of their own."""
     if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}; known strategies: {', '.join(sorted(STRATEGIES))}")
     cls = STRATEGIES[name]
@@ -89,6 +91,8 @@ def create_strategy(name: str, draft_model=None, target_model=None, **options) -
         if target_model is None:
             raise ConfigError(f"strategy {name!r} needs the target model: pass target_model=")
         options["target_model"] = target_model
+    if cls.builds_modules and layout is not None:
+        options["layout"] = layout
     try:
         return cls(**options)
     except TypeError as e:

@@ -13,8 +13,8 @@ schedule, the confidence stop, rollback) is the `draft` strategy's.
 import torch
 
 from specdec.eagle_draft import EagleDraft, load_eagle_draft
-from specdec.few_row_linear import few_row_linears, shared_copy
-from specdec.models import decoding_model
+from specdec.few_row_linear import shared_copy
+from specdec.models import Layout
 from specdec.strategies.base import Request, register
 from specdec.strategies.draft import DraftModel
 
@@ -26,13 +26,14 @@ class Eagle(DraftModel):
     needs_target_model = True
     needs_target_hidden = True
     keeps_draft_hidden = True
+    builds_modules = True
 
     def __init__(self, target_model, draft="smollm2-135m-eagle", head_tokens: int | None = None, gamma: int = 3,
-                 gamma_schedule: str = "constant", stop_below_prob: float = 0.3):
+                 gamma_schedule: str = "constant", stop_below_prob: float = 0.3, layout: Layout = Layout()):
         stock = draft if isinstance(draft, EagleDraft) else load_eagle_draft(draft, target_model, head_tokens)[0]
-        self.eagle = shared_copy(stock)  # what we run: a fused layer and measured few-row products, same weights
-        self.eagle.lm = decoding_model(stock.lm)
-        few_row_linears(self.eagle.fc, measure=True)
+        self.eagle = shared_copy(stock)  # what we run: the same weights in the runtime's layout
+        self.eagle.lm = layout.model(stock.lm)
+        layout.linears(self.eagle.fc)
         super().__init__(self.eagle.lm, gamma, gamma_schedule, stop_below_prob)
         self.verified = 0  # draft positions fed with the target's true hidden states (kept after a step)
         self.predicted = None  # (1, d) the draft's guess of the target's hidden state at its next position

@@ -11,9 +11,8 @@ distribution) or `exact` (the target draws after every node, lossless).
 import torch
 
 from specdec.errors import ConfigError
-from specdec.few_row_linear import few_row_linears
 from specdec.medusa_heads import MedusaHeads, load_medusa_heads
-from specdec.models import frequent_token_head
+from specdec.models import Layout, frequent_token_head
 from specdec.strategies.base import Proposal, Request, Strategy, register
 from specdec.tree import Tree, best_tree, chain, supports_tree_attention
 from specdec.verify import tree_greedy, tree_sampling, typical_acceptance
@@ -26,9 +25,11 @@ class Medusa(Strategy):
     name = "medusa"
     needs_target_model = True
     needs_target_hidden = True
+    builds_modules = True
 
     def __init__(self, target_model, heads="smollm2-135m-medusa", tree=None, acceptance: str = "typical",
-                 posterior_threshold: float = 0.09, posterior_alpha: float = 0.3, head_tokens: int | None = None):
+                 posterior_threshold: float = 0.09, posterior_alpha: float = 0.3, head_tokens: int | None = None,
+                 layout: Layout = Layout()):
         if acceptance not in ACCEPTANCE:
             raise ConfigError(f"strategy.acceptance must be one of {', '.join(ACCEPTANCE)} (got {acceptance!r})")
         if not supports_tree_attention(target_model):
@@ -41,7 +42,7 @@ class Medusa(Strategy):
         self.tree = Tree(self._choices(tree, config))
         if self.tree.depth > self.heads.num_heads:
             raise ConfigError(f"strategy.tree is {self.tree.depth} deep but there are {self.heads.num_heads} Medusa heads")
-        self.lm_head = self._lm_head(target_model, head_tokens, config)
+        self.lm_head = self._lm_head(target_model, head_tokens, config, layout)
         self.acceptance = acceptance
         self.typical = typical_acceptance(posterior_threshold, posterior_alpha)
         self.pruned: dict[int, Tree] = {}
@@ -61,7 +62,7 @@ class Medusa(Strategy):
             return best_tree(config["topk_accuracy"], tree)
         return [list(path) for path in tree]
 
-    def _lm_head(self, target_model, head_tokens: int | None, config: dict):
+    def _lm_head(self, target_model, head_tokens: int | None, config: dict, layout: Layout):
         """The target's LM head, or its `head_tokens` most frequent tokens only (specdec.subset_head)."""
         head = target_model.get_output_embeddings()
         if not head_tokens:
@@ -69,7 +70,7 @@ class Medusa(Strategy):
         if "directory" not in config:
             raise ConfigError("strategy.head_tokens needs heads loaded from a directory with tokens_by_frequency.json")
         subset = frequent_token_head(head.weight, config["directory"], head_tokens)
-        return few_row_linears(subset, measure=True)  # its few rows take the product measured fastest here
+        return layout.linears(subset)  # its few rows take the runtime's product (measured fastest here by default)
 
     def begin(self, request: Request) -> None:
         self.guesses = []
