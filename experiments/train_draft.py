@@ -4,8 +4,9 @@ Recipe (self-distillation, as Medusa and EAGLE train on the target's own outputs
 1. data, in two stages (experiments.draft_data, disjoint from every evaluation suite): the
    target first writes `data.passages` everyday texts (news reports, stories, notices), then
    answers `data.prompts` training prompts built from templates, the Python standard library
-   and those texts (to summarize, question, rewrite), greedily, and a `data.sampled_share` of
-   them by sampling; everything it wrote is training data, saved as data.jsonl.
+   and those texts (to summarize, question, rewrite), plus `data.self_written` prompts it
+   writes itself (self_written_prompts), greedily, and a `data.sampled_share` of them by
+   sampling; every answer it wrote is training data, saved as data.jsonl.
 2. draft: the target's config with `train.num_layers` decoder layers, initialized from the
    target layers `train.init_layers`; it shares (and never changes) the target's embedding
    and tied LM head, so only its layers and final norm are trained and shipped.
@@ -72,9 +73,43 @@ def generate_data(cfg: DictConfig, target, tokenizer, path: Path) -> list[dict]:
     prompts = [p for p in made if not overlaps(p["prompt"], spans)]
     if len(prompts) < len(made):  # an instruction and a passage together can meet an evaluation prompt's wording
         log.info("dropped %d training prompts that share a span with an evaluation prompt", len(made) - len(prompts))
+    prompts += self_written_prompts(cfg, target, tokenizer, done, path, spans)
     check_disjoint([p["prompt"] for p in prompts], evaluation)
     answer(prompts, cfg, target, tokenizer, done, path, sampled_share=cfg.data.sampled_share)
     return [done[p["id"]] for p in requests + prompts]
+
+
+def self_written_prompts(cfg: DictConfig, target, tokenizer, done: dict, path: Path, spans: set[str]) -> list[dict]:
+    """`data.self_written` user prompts the target writes itself, sampled from its chat template
+    up to the start of a user turn (Magpie, Xu et al. 2024): an instruction-tuned model then writes
+    what its users ask, in far more varied topics and wordings than the templates. Only requests it
+    finished (EOS) and that share no span with an evaluation prompt are kept."""
+    count = cfg.data.get("self_written", 0)
+    if not count:
+        return []
+    if tokenizer.chat_template is None:
+        log.warning("data.self_written=%d skipped: the target's tokenizer has no chat template (not an "
+                    "instruction-tuned model) to sample user turns from", count)
+        return []
+    marker = "\x00"  # cut the template where the user's text would start
+    template = tokenizer.decode(encode(tokenizer, [{"role": "user", "content": marker}]))
+    prefix = tokenizer.encode(template[: template.index(marker)])
+    requests = [{"id": f"request-{i}", "category": "request", "input_ids": prefix} for i in range(count)]
+    answer(requests, cfg, target, tokenizer, done, path, sampled_share=1.0, temperature=1.0)
+    eos = set(eos_ids(target))
+    prompts = []
+    for r in requests:
+        ids = done[r["id"]]["answer_ids"]
+        text = tokenizer.decode(ids[:-1], skip_special_tokens=True).strip() if ids and ids[-1] in eos else ""
+        if len(text.split()) >= 4 and not overlaps(text, spans):
+            prompts.append({"id": f"self-written-{r['id']}", "category": "self-written", "prompt": text})
+    log.info("the target wrote %d usable prompts of %d", len(prompts), count)
+    return prompts
+
+
+def eos_ids(target) -> list[int]:
+    eos = target.generation_config.eos_token_id
+    return eos if isinstance(eos, list) else [eos]
 
 
 def complete_sentences(text: str) -> str:
@@ -82,17 +117,20 @@ def complete_sentences(text: str) -> str:
     return text[: text.rfind(".") + 1].strip()
 
 
-def answer(prompts: list[dict], cfg: DictConfig, target, tokenizer, done: dict, path: Path, sampled_share: float) -> None:
-    """Batched answers to the prompts not in `done`, appended to `path` and added to `done`;
-    a `sampled_share` of them sampled at data.temperature, the rest greedy."""
+def answer(prompts: list[dict], cfg: DictConfig, target, tokenizer, done: dict, path: Path, sampled_share: float,
+           temperature: float | None = None) -> None:
+    """Batched answers to the prompts not in `done` (their "prompt" in a user turn, or their
+    "input_ids" as given), appended to `path` and added to `done`; a `sampled_share` of them
+    sampled at `temperature` (default data.temperature), the rest greedy."""
     rng = random.Random(cfg.seed)
     for p in prompts:
-        p["input_ids"] = encode(tokenizer, [{"role": "user", "content": p["prompt"]}])
+        if "input_ids" not in p:
+            p["input_ids"] = encode(tokenizer, [{"role": "user", "content": p["prompt"]}])
         p["sampled"] = rng.random() < sampled_share
     todo = sorted((p for p in prompts if p["id"] not in done), key=lambda p: (p["sampled"], len(p["input_ids"])))
     fast = decoding_model(target)  # few-row products: a batch of answers is a few rows per step
-    eos = target.generation_config.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos if isinstance(eos, int) else eos[0]
+    eos = eos_ids(target)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     with open(path, "a") as out, tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="answering",
                                       unit="prompt") as bar:
         for start in range(0, len(todo), cfg.data.batch_size):
@@ -103,13 +141,13 @@ def answer(prompts: list[dict], cfg: DictConfig, target, tokenizer, done: dict, 
             sampled = batch[0]["sampled"]  # batches never mix: sorted by (sampled, length)
             with torch.inference_mode():
                 out_ids = fast.generate(ids, attention_mask=mask, max_new_tokens=cfg.data.max_new_tokens, pad_token_id=pad,
-                                        do_sample=sampled, temperature=cfg.data.temperature if sampled else None,
+                                        do_sample=sampled, temperature=(temperature or cfg.data.temperature) if sampled else None,
                                         top_k=None, top_p=None)
             for p, row in zip(batch, out_ids[:, width:].tolist()):
                 tokens = []
                 for token in row:
                     tokens.append(token)
-                    if token in (eos if isinstance(eos, list) else [eos]):
+                    if token in eos:
                         break
                 record = {"id": p["id"], "category": p["category"], "sampled": sampled,
                           "prompt_ids": p["input_ids"], "answer_ids": tokens}

@@ -47,20 +47,21 @@ log = logging.getLogger("experiments.train_eagle")
 @torch.no_grad()
 def features(rows: list[dict], target, path: Path, max_tokens: int) -> list[torch.Tensor]:
     """The target's last hidden state (after its final norm) at every position of every sequence,
-    bf16, indexed by the rows' "index"; batched by length, right-padded (causal: padding never leaks)."""
-    if path.exists():
-        return torch.load(path)
-    hidden = [None] * len(rows)
-    with tqdm(total=len(rows), desc="features", unit="sequence") as bar:
-        for group in batches(rows, max_tokens, random.Random(0)):
+    bf16, in the order of `rows`; batched by length, right-padded (causal: padding never leaks).
+    Kept in `path` by row id: a rerun computes only the rows added since."""
+    kept = torch.load(path) if path.exists() else {}
+    missing = [r for r in rows if r["id"] not in kept]
+    with tqdm(total=len(rows), initial=len(rows) - len(missing), desc="features", unit="sequence") as bar:
+        for group in batches(missing, max_tokens, random.Random(0)):
             seqs = [sequence(r) for r in group]
             width = max(map(len, seqs))
             states = target.model(input_ids=torch.tensor([s + [0] * (width - len(s)) for s in seqs])).last_hidden_state
             for row, s, state in zip(group, seqs, states):
-                hidden[row["index"]] = state[: len(s)].to(torch.bfloat16)
+                kept[row["id"]] = state[: len(s)].to(torch.bfloat16)
             bar.update(len(group))
-    torch.save(hidden, path)
-    return hidden
+    if missing:
+        torch.save(kept, path)
+    return [kept[r["id"]] for r in rows]
 
 
 def sequence(row: dict) -> list[int]:

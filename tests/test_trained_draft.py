@@ -3,15 +3,17 @@ small and loaded back, lossless with the full and the subset head; the shipped c
 training prompts disjoint from every evaluation suite."""
 
 import json
+import logging
 import random
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from conftest import random_prompt, tiny
 from transformers import AutoModelForCausalLM
 
 from experiments import train_draft
-from experiments.draft_data import check_disjoint, passage_prompts, training_prompts
+from experiments.draft_data import check_disjoint, evaluation_spans, passage_prompts, training_prompts
 from experiments.prompts import load_prompts, shipped_suites
 from specdec import ConfigError, Decoder, GenerationConfig
 from specdec.models import (
@@ -24,6 +26,7 @@ from specdec.models import (
 )
 from specdec.strategies import create_strategy
 from specdec.subset_head import SubsetHead
+from specdec.tiny import byte_tokenizer
 
 ARCHS = ["llama", "qwen2", "mistral"]
 
@@ -138,3 +141,30 @@ def test_data_time_of_an_interrupted_run_is_kept_for_the_resumed_one(tmp_path, m
     monkeypatch.setattr(train_draft, "generate_data", lambda *_: ["row"])
     data, minutes = train_draft.answered_prompts(None, None, None, tmp_path)
     assert data == ["row"] and minutes * 60 >= first > 0
+
+
+def test_self_written_prompts_come_from_the_user_turn_and_keep_only_finished_new_ones(tmp_path, monkeypatch, caplog):
+    """Magpie: the target samples from its chat template cut where the user's text starts; a request
+    is kept when it ended with EOS, has a few words and shares no span with an evaluation prompt."""
+    tokenizer, model = byte_tokenizer(), tiny("llama")
+    eos = tokenizer.convert_tokens_to_ids("<eos>")
+    model.generation_config.eos_token_id = eos
+    evaluation = load_prompts()[0]["messages"][0]["content"]
+    texts = ["How do I keep my bike chain clean?", "An unfinished request with no end", "Too short", evaluation]
+    seen = {}
+
+    def fake_answer(prompts, cfg, target, tok, done, path, sampled_share, temperature=None):
+        seen.update(ids=[p["input_ids"] for p in prompts], share=sampled_share)
+        for p, text in zip(prompts, texts):
+            done[p["id"]] = {"answer_ids": tok.encode(text) + ([] if "unfinished" in text else [eos])}
+
+    monkeypatch.setattr(train_draft, "answer", fake_answer)
+    cfg = OmegaConf.create({"data": {"self_written": 4}})
+    with caplog.at_level(logging.WARNING):
+        assert train_draft.self_written_prompts(cfg, model, tokenizer, {}, tmp_path, set()) == []
+    assert "no chat template" in caplog.text and not seen
+    tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>"
+    spans = evaluation_spans([evaluation])
+    prompts = train_draft.self_written_prompts(cfg, model, tokenizer, {}, tmp_path, spans)
+    assert [tokenizer.decode(ids) for ids in seen["ids"]] == ["<user>"] * 4 and seen["share"] == 1.0
+    assert [p["prompt"] for p in prompts] == [texts[0]] and prompts[0]["category"] == "self-written"
