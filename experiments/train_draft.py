@@ -44,6 +44,7 @@ from experiments.draft_data import (
 )
 from experiments.prompts import encode, load_prompts, shipped_suites
 from experiments.training import optimize, run_entry_point, training_record
+from specdec.decoding import eos_ids_of
 from specdec.models import (
     decoding_model,
     frequent_token_head,
@@ -84,7 +85,7 @@ def self_written_prompts(cfg: DictConfig, target, tokenizer, done: dict, path: P
     up to the start of a user turn (Magpie, Xu et al. 2024): an instruction-tuned model then writes
     what its users ask, in far more varied topics and wordings than the templates. Only requests it
     finished (EOS) and that share no span with an evaluation prompt are kept."""
-    count = cfg.data.get("self_written", 0)
+    count = cfg.data.self_written
     if not count:
         return []
     if tokenizer.chat_template is None:
@@ -96,7 +97,7 @@ def self_written_prompts(cfg: DictConfig, target, tokenizer, done: dict, path: P
     prefix = tokenizer.encode(template[: template.index(marker)])
     requests = [{"id": f"request-{i}", "category": "request", "input_ids": prefix} for i in range(count)]
     answer(requests, cfg, target, tokenizer, done, path, sampled_share=1.0, temperature=1.0)
-    eos = set(eos_ids(target))
+    eos = eos_ids_of(target)
     prompts = []
     for r in requests:
         ids = done[r["id"]]["answer_ids"]
@@ -105,11 +106,6 @@ def self_written_prompts(cfg: DictConfig, target, tokenizer, done: dict, path: P
             prompts.append({"id": f"self-written-{r['id']}", "category": "self-written", "prompt": text})
     log.info("the target wrote %d usable prompts of %d", len(prompts), count)
     return prompts
-
-
-def eos_ids(target) -> list[int]:
-    eos = target.generation_config.eos_token_id
-    return eos if isinstance(eos, list) else [eos]
 
 
 def complete_sentences(text: str) -> str:
@@ -129,8 +125,8 @@ def answer(prompts: list[dict], cfg: DictConfig, target, tokenizer, done: dict, 
         p["sampled"] = rng.random() < sampled_share
     todo = sorted((p for p in prompts if p["id"] not in done), key=lambda p: (p["sampled"], len(p["input_ids"])))
     fast = decoding_model(target)  # few-row products: a batch of answers is a few rows per step
-    eos = eos_ids(target)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    eos = eos_ids_of(target)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
     with open(path, "a") as out, tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="answering",
                                       unit="prompt") as bar:
         for start in range(0, len(todo), cfg.data.batch_size):

@@ -167,11 +167,9 @@ def seeded_data(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[di
         part = cfg.copy()
         part.seed = seed
         rows, spent = answered_prompts(part, target, tokenizer, directory)
-        for index, row in enumerate(rows):
-            row["index"] = index
         states = features(rows, target, directory / "features.pt", cfg.train.batch_tokens)
-        for row in rows:
-            row["index"] += len(hidden)
+        for index, row in enumerate(rows, start=len(hidden)):  # the row's features: hidden[row["index"]]
+            row["index"] = index
             row["id"] = f"{seed}/{row['id']}"
         data, hidden, minutes = data + rows, hidden + states, minutes + spent
     return data, hidden, minutes

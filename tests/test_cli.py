@@ -124,22 +124,30 @@ def test_train_draft_trains_exports_and_resumes(tmp_path):
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["draft"]["match_baseline"] == 1.0
 
 
+def train_resume_and_run(tmp_path, strategy: str, args: list[str], out, config_file: str, weights_file: str,
+                         option: str) -> tuple[dict, dict]:
+    """`experiments.train_<strategy>` end to end: train and export to `out` (its record, its weights
+    and token frequencies), rerun to resume, then `strategy=<strategy>` with the exported files
+    (`strategy.<option>=out`) on 2 prompts: (the training record, the strategy's summary)."""
+    run(*args, module=f"experiments.train_{strategy}")
+    meta = json.loads((out / config_file).read_text())
+    assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
+    assert {weights_file, "tokens_by_frequency.json"} <= {p.name for p in out.iterdir()}
+    again = run(*args, module=f"experiments.train_{strategy}")
+    assert "resumed from" in again.stdout + again.stderr
+    run(f"strategy={strategy}", f"strategy.{option}={out}", "strategy.head_tokens=100", "dataset.limit=2",
+        "generation.max_new_tokens=10", f"hydra.run.dir={tmp_path / 'eval'}")
+    return meta, json.loads((tmp_path / "eval" / "summary.json").read_text())[strategy]
+
 def test_train_medusa_trains_exports_resumes_and_runs(tmp_path):
     args = ["data.passages=2", "data.prompts=16", "data.max_new_tokens=8", "data.batch_size=8", "heads.num_heads=3",
             "train.held_out_share=0.4", "train.epochs=2", "train.batch_positions=32", "train.checkpoint_every=1",
             "train.head_tokens=200", "tree.max_nodes=4", "tree.context_tokens=16",
             f"work_dir={tmp_path / 'work'}", f"out_dir={tmp_path / 'heads'}", f"hydra.run.dir={tmp_path / 'run'}"]
-    run(*args, module="experiments.train_medusa")
-    meta = json.loads((tmp_path / "heads" / "medusa_config.json").read_text())
-    assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
+    meta, summary = train_resume_and_run(tmp_path, "medusa", args, tmp_path / "heads", "medusa_config.json",
+                                         "medusa_heads.safetensors", "heads")
     assert len(meta["held_out_top1"]) == len(meta["held_out_top5"]) == len(meta["topk_accuracy"]) == 3
     assert 1 <= len(meta["default_tree"]) <= 4 and meta["tree_choice"]["nodes"] == len(meta["default_tree"])
-    assert {"medusa_heads.safetensors", "tokens_by_frequency.json"} <= {p.name for p in (tmp_path / "heads").iterdir()}
-    again = run(*args, module="experiments.train_medusa")
-    assert "resumed from" in again.stdout + again.stderr
-    run("strategy=medusa", f"strategy.heads={tmp_path / 'heads'}", "strategy.head_tokens=100", "dataset.limit=2",
-        "generation.max_new_tokens=10", f"hydra.run.dir={tmp_path / 'eval'}")
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["medusa"]
     assert summary["match_baseline"] == 1.0 and len(summary["head_accuracy"]) == 3
     assert summary["acceptance_rate"] is None and summary["per_position_acceptance"]
 
@@ -149,16 +157,9 @@ def test_train_eagle_trains_exports_resumes_and_runs(tmp_path):
             "train.held_out_share=0.4", "train.epochs=2", "train.batch_tokens=256", "train.checkpoint_every=1",
             "train.head_tokens=200", f"work_dir={tmp_path / 'work'}", f"out_dir={tmp_path / 'eagle'}",
             f"hydra.run.dir={tmp_path / 'run'}"]
-    run(*args, module="experiments.train_eagle")
-    meta = json.loads((tmp_path / "eagle" / "eagle_config.json").read_text())
-    assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
+    meta, summary = train_resume_and_run(tmp_path, "eagle", args, tmp_path / "eagle", "eagle_config.json",
+                                         "eagle_draft.safetensors", "draft")
     assert meta["data_sequences"] == 2 * (2 + 8) and len(meta["held_out_top1"]) == 3  # two seeds; unroll 3
-    assert {"eagle_draft.safetensors", "tokens_by_frequency.json"} <= {p.name for p in (tmp_path / "eagle").iterdir()}
-    again = run(*args, module="experiments.train_eagle")
-    assert "resumed from" in again.stdout + again.stderr
-    run("strategy=eagle", f"strategy.draft={tmp_path / 'eagle'}", "strategy.head_tokens=100", "dataset.limit=2",
-        "generation.max_new_tokens=10", f"hydra.run.dir={tmp_path / 'eval'}")
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["eagle"]
     assert summary["match_baseline"] == 1.0 and summary["per_position_acceptance"]
 
 
