@@ -22,6 +22,7 @@ Recipe (self-distillation, as Medusa and EAGLE train on the target's own outputs
    loadable by specdec.models.load_trained_draft.
 """
 
+import copy
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from experiments.batch_generate import generate_batch
 from experiments.draft_data import (
     check_disjoint,
     evaluation_spans,
@@ -50,6 +52,7 @@ from specdec.models import (
     frequent_token_head,
     load_model,
     new_draft,
+    resolve_dtype,
     save_token_frequencies,
     save_trained_draft,
 )
@@ -58,14 +61,15 @@ from specdec.subset_head import SubsetHead
 log = logging.getLogger("experiments.train_draft")
 
 
-def generate_data(cfg: DictConfig, target, tokenizer, path: Path) -> list[dict]:
-    """Answer the passage requests, then every training prompt, with the target; resumes from `path`."""
+def generate_data(cfg: DictConfig, target, tokenizer, path: Path, states: dict | None = None) -> list[dict]:
+    """Answer the passage requests, then every training prompt, with the target; resumes from `path`.
+    With `states`, the target's hidden states over the sequences answered now are kept in it (see answer)."""
     done = {}
     if path.exists():
         done = {row["id"]: row for row in map(json.loads, path.read_text().splitlines())}
     evaluation = [m["content"] for suite in shipped_suites() for p in load_prompts(suite=suite) for m in p["messages"]]
     requests = passage_prompts(cfg.data.passages, cfg.seed)
-    answer(requests, cfg, target, tokenizer, done, path, sampled_share=1.0)
+    answer(requests, cfg, target, tokenizer, done, path, sampled_share=1.0, states=states)
     spans = evaluation_spans(evaluation)
     passages = [complete_sentences(tokenizer.decode(done[p["id"]]["answer_ids"], skip_special_tokens=True))
                 for p in requests]
@@ -76,7 +80,7 @@ def generate_data(cfg: DictConfig, target, tokenizer, path: Path) -> list[dict]:
         log.info("dropped %d training prompts that share a span with an evaluation prompt", len(made) - len(prompts))
     prompts += self_written_prompts(cfg, target, tokenizer, done, path, spans)
     check_disjoint([p["prompt"] for p in prompts], evaluation)
-    answer(prompts, cfg, target, tokenizer, done, path, sampled_share=cfg.data.sampled_share)
+    answer(prompts, cfg, target, tokenizer, done, path, sampled_share=cfg.data.sampled_share, states=states)
     return [done[p["id"]] for p in requests + prompts]
 
 
@@ -114,52 +118,49 @@ def complete_sentences(text: str) -> str:
 
 
 def answer(prompts: list[dict], cfg: DictConfig, target, tokenizer, done: dict, path: Path, sampled_share: float,
-           temperature: float | None = None) -> None:
+           temperature: float | None = None, states: dict | None = None) -> None:
     """Batched answers to the prompts not in `done` (their "prompt" in a user turn, or their
     "input_ids" as given), appended to `path` and added to `done`; a `sampled_share` of them
-    sampled at `temperature` (default data.temperature), the rest greedy."""
+    sampled at `temperature` (default data.temperature), the rest greedy; the target runs in
+    `data.dtype`. With `states`, the target's last hidden states over each answered sequence
+    are kept in it by prompt id (experiments.batch_generate)."""
     rng = random.Random(cfg.seed)
     for p in prompts:
         if "input_ids" not in p:
             p["input_ids"] = encode(tokenizer, [{"role": "user", "content": p["prompt"]}])
         p["sampled"] = rng.random() < sampled_share
     todo = sorted((p for p in prompts if p["id"] not in done), key=lambda p: (p["sampled"], len(p["input_ids"])))
-    fast = decoding_model(target)  # few-row products: a batch of answers is a few rows per step
+    dtype = resolve_dtype(cfg.data.dtype, torch.device("cpu"), knob="data.dtype")
+    # few-row products: a batch of answers is a few rows per step
+    fast = decoding_model(target if dtype == target.dtype else copy.deepcopy(target).to(dtype))
     eos = eos_ids_of(target)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
     with open(path, "a") as out, tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="answering",
                                       unit="prompt") as bar:
         for start in range(0, len(todo), cfg.data.batch_size):
             batch = todo[start : start + cfg.data.batch_size]
-            width = max(len(p["input_ids"]) for p in batch)
-            ids = torch.tensor([[pad] * (width - len(p["input_ids"])) + p["input_ids"] for p in batch])
-            mask = torch.tensor([[0] * (width - len(p["input_ids"])) + [1] * len(p["input_ids"]) for p in batch])
             sampled = batch[0]["sampled"]  # batches never mix: sorted by (sampled, length)
-            with torch.inference_mode():
-                out_ids = fast.generate(ids, attention_mask=mask, max_new_tokens=cfg.data.max_new_tokens, pad_token_id=pad,
-                                        do_sample=sampled, temperature=(temperature or cfg.data.temperature) if sampled else None,
-                                        top_k=None, top_p=None)
-            for p, row in zip(batch, out_ids[:, width:].tolist()):
-                tokens = []
-                for token in row:
-                    tokens.append(token)
-                    if token in eos:
-                        break
+            answers = generate_batch(fast, [p["input_ids"] for p in batch], cfg.data.max_new_tokens, eos, pad,
+                                     (temperature or cfg.data.temperature) if sampled else None, states is not None)
+            for p, (tokens, hidden) in zip(batch, answers):
                 record = {"id": p["id"], "category": p["category"], "sampled": sampled,
                           "prompt_ids": p["input_ids"], "answer_ids": tokens}
                 done[p["id"]] = record
                 out.write(json.dumps(record) + "\n")
+                if states is not None:
+                    states[p["id"]] = hidden
             out.flush()
             bar.update(len(batch))
 
 
-def answered_prompts(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[dict], float]:
+def answered_prompts(cfg: DictConfig, target, tokenizer, work: Path, states: dict | None = None
+                     ) -> tuple[list[dict], float]:
     """generate_data into work/data.jsonl, and the minutes it took summed over resumed runs
     (an interrupted run's time counts too, unless its process was killed outright)."""
     spent = work / "data_seconds.txt"
     began = time.perf_counter()
     try:
-        data = generate_data(cfg, target, tokenizer, work / "data.jsonl")
+        data = generate_data(cfg, target, tokenizer, work / "data.jsonl", states)
     finally:
         seconds = time.perf_counter() - began + (float(spent.read_text()) if spent.exists() else 0.0)
         spent.write_text(str(seconds))

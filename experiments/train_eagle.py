@@ -4,8 +4,9 @@ Recipe:
 1. data: the trained-draft recipe (experiments.train_draft.generate_data): the target's own
    greedy and sampled answers to training prompts disjoint from every evaluation suite, once
    per seed in `data.seeds` (each seed draws other passages and prompts: more data).
-2. features: one pass of the frozen target over each whole sequence keeps its last hidden
-   state (the LM head's input) at every position; computed once, kept in the work directory.
+2. features: the target's last hidden state (the LM head's input) at every position of each
+   sequence, kept while answering (experiments.batch_generate; a pass of the target over the
+   sequences answered before a resume), stored in the work directory.
 3. draft (specdec.eagle_draft): `fc` over [hidden state at t; embedding of token t + 1], then
    one decoder layer initialized from target layer `train.init_layer`, predicting the hidden
    state at t + 1. Loss at each answer position: cross-entropy against the target's own
@@ -38,18 +39,21 @@ from experiments.train_draft import answered_prompts, batches
 from experiments.training import optimize, run_entry_point, training_record
 from specdec.cached_model import cache_argument
 from specdec.eagle_draft import EagleDraft, new_eagle_draft, save_eagle_draft
-from specdec.models import frequent_token_head, load_model, save_token_frequencies
+from specdec.models import frequent_token_head, load_model, resolve_dtype, save_token_frequencies
 from specdec.subset_head import SubsetHead
 
 log = logging.getLogger("experiments.train_eagle")
 
 
 @torch.no_grad()
-def features(rows: list[dict], target, path: Path, max_tokens: int) -> list[torch.Tensor]:
+def features(rows: list[dict], target, path: Path, max_tokens: int, known: dict | None = None) -> list[torch.Tensor]:
     """The target's last hidden state (after its final norm) at every position of every sequence,
-    bf16, in the order of `rows`; batched by length, right-padded (causal: padding never leaks).
-    Kept in `path` by row id: a rerun computes only the rows added since."""
-    kept = torch.load(path) if path.exists() else {}
+    bf16, in the order of `rows`: those `known` (kept while answering), the others computed here,
+    batched by length, right-padded (causal: padding never leaks). Kept in `path` by row id: a
+    rerun computes only the rows added since."""
+    kept, known = torch.load(path) if path.exists() else {}, known or {}
+    new = {r["id"]: known[r["id"]] for r in rows if r["id"] in known and r["id"] not in kept}
+    kept.update(new)
     missing = [r for r in rows if r["id"] not in kept]
     with tqdm(total=len(rows), initial=len(rows) - len(missing), desc="features", unit="sequence") as bar:
         for group in batches(missing, max_tokens, random.Random(0)):
@@ -59,7 +63,7 @@ def features(rows: list[dict], target, path: Path, max_tokens: int) -> list[torc
             for row, s, state in zip(group, seqs, states):
                 kept[row["id"]] = state[: len(s)].to(torch.bfloat16)
             bar.update(len(group))
-    if missing:
+    if missing or new:
         torch.save(kept, path)
     return [kept[r["id"]] for r in rows]
 
@@ -149,8 +153,13 @@ def train(cfg: DictConfig, draft: EagleDraft, rows, held_out, hidden, subset, wo
     checkpoint = work / "eagle_checkpoint.pt"
     unroll = cfg.train.unroll
     before = None if checkpoint.exists() else agreement(draft, held_out, hidden, subset, unroll, cfg.train.batch_tokens)
-    step, minutes = optimize(cfg.train, draft, params, plan, lambda group: group_loss(
-        draft, group, hidden, subset, unroll, cfg.train.feature_weight, cfg.train.noise), checkpoint, draft.own_state)
+    dtype = resolve_dtype(cfg.train.dtype, torch.device("cpu"), knob="train.dtype")
+
+    def batch_loss(group):  # products in train.dtype (autocast), weights and optimizer state in float32
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            return group_loss(draft, group, hidden, subset, unroll, cfg.train.feature_weight, cfg.train.noise)
+
+    step, minutes = optimize(cfg.train, draft, params, plan, batch_loss, checkpoint, draft.own_state)
     after = agreement(draft, held_out, hidden, subset, unroll, cfg.train.batch_tokens)
     log.info("held-out top-1 agreement per drafted position: %s (before training %s)", after, before)
     return {"steps": step, "planned_steps": len(plan), "train_minutes": round(minutes, 1),
@@ -166,8 +175,9 @@ def seeded_data(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[di
         directory.mkdir(parents=True, exist_ok=True)
         part = cfg.copy()
         part.seed = seed
-        rows, spent = answered_prompts(part, target, tokenizer, directory)
-        states = features(rows, target, directory / "features.pt", cfg.train.batch_tokens)
+        answering = {}  # hidden states kept while answering: no feature pass over those rows
+        rows, spent = answered_prompts(part, target, tokenizer, directory, answering)
+        states = features(rows, target, directory / "features.pt", cfg.train.batch_tokens, answering)
         for index, row in enumerate(rows, start=len(hidden)):  # the row's features: hidden[row["index"]]
             row["index"] = index
             row["id"] = f"{seed}/{row['id']}"

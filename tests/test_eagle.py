@@ -162,7 +162,7 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path):
     assert torch.allclose(again[12].float(), again[0].float(), atol=0.05) and len(torch.load(tmp_path / "features.pt")) == 13
     subset = SubsetHead(model.get_output_embeddings().weight, list(range(model.config.vocab_size)))
     draft = new_eagle_draft(model, init_layer=None)
-    cfg = OmegaConf.create({"seed": 0, "train": {"unroll": 2, "feature_weight": 0.1, "noise": 0.0, "lr": 3e-3,
+    cfg = OmegaConf.create({"seed": 0, "train": {"unroll": 2, "feature_weight": 0.1, "noise": 0.0, "lr": 3e-3, "dtype": "bfloat16",
                                                  "epochs": 30, "batch_tokens": 128, "checkpoint_every": 10,
                                                  "time_budget_min": 5}})
 
@@ -181,14 +181,16 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path):
 
 def test_each_seed_adds_its_own_data_set(tmp_path, monkeypatch):
     """data.seeds: one answered data set per seed in work/seed-N, joined with globally unique ids and
-    indices that point at each row's own hidden states."""
+    indices that point at each row's own hidden states; states kept while answering are used as
+    they are, the others computed."""
     model = tiny("llama")
 
-    def answered(cfg, target, tokenizer, directory):
+    def answered(cfg, target, tokenizer, directory, states):
         assert directory == tmp_path / f"seed-{cfg.seed}"
         rng = random.Random(cfg.seed)
         rows = [{"id": f"p-{i}", "sampled": False, "prompt_ids": [rng.randrange(256) for _ in range(5 + i)],
                  "answer_ids": [rng.randrange(256) for _ in range(4)]} for i in range(3)]
+        states["p-0"] = torch.full((9, model.config.hidden_size), 7.0, dtype=torch.bfloat16)
         return rows, 1.5
 
     monkeypatch.setattr(train_eagle, "answered_prompts", answered)
@@ -198,6 +200,7 @@ def test_each_seed_adds_its_own_data_set(tmp_path, monkeypatch):
     assert minutes == 3.0 and len(hidden) == 6 and (tmp_path / "seed-1" / "features.pt").exists()
     for row in data:
         assert len(hidden[row["index"]]) == len(row["prompt_ids"]) + len(row["answer_ids"])
+        assert (hidden[row["index"]] == 7).all() == row["id"].endswith("p-0")
 
 
 def test_eagle_runs_its_draft_in_the_runtime_layout():

@@ -1,0 +1,71 @@
+"""Batched answers for the training data, with the target's hidden states kept on the way.
+
+The trainers answer thousands of prompts, a batch of left-padded prompts at a time. Every
+forward of that generation already computes the last hidden state (what the LM head reads)
+at each new position, which is exactly what EAGLE's draft trains on: keeping it makes the
+separate feature pass over every sequence (a third of the recipe's time) unnecessary.
+"""
+
+import torch
+from transformers import DynamicCache
+
+from specdec.cached_model import cache_argument
+
+
+@torch.inference_mode()
+def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: set[int], pad: int,
+                   temperature: float | None = None, keep_states: bool = False
+                   ) -> list[tuple[list[int], torch.Tensor | None]]:
+    """Per prompt, its answer (up to and including its first EOS, at most `max_new_tokens`),
+    greedy or sampled at `temperature` from torch's global generator, and with `keep_states` the
+    last hidden state (bf16) at every position of prompt + answer, as one pass over it computes."""
+    device = next(model.parameters()).device
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    mask = (torch.arange(width, device=device)[None] >= torch.tensor([width - len(p) for p in prompts], device=device)[:, None])
+    mask = mask.long()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = {cache_argument(model): DynamicCache(config=model.config)}
+    eos_ids = torch.tensor(sorted(eos), device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    answers, states = [], []
+
+    def keep(module, inputs, output):  # the decoder's output: what the LM head reads
+        states.append(output[0].to(torch.bfloat16))
+
+    hook = model.get_decoder().register_forward_hook(keep) if keep_states else None
+    try:
+        while True:
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                           logits_to_keep=1, **cache).logits[:, -1].float()
+            if done.all() or len(answers) == max_new_tokens:
+                break  # that pass only computed the states of the final tokens
+            if temperature is None:
+                chosen = logits.argmax(-1)
+            else:
+                chosen = torch.multinomial((logits / temperature).softmax(-1), 1)[:, 0]
+            chosen = chosen.masked_fill(done, pad)
+            answers.append(chosen)
+            done |= torch.isin(chosen, eos_ids)
+            if not keep_states and (done.all() or len(answers) == max_new_tokens):
+                break
+            ids, positions = chosen[:, None], positions[:, -1:] + 1
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    finally:
+        if hook is not None:
+            hook.remove()
+    return [finished(row, prompt, answers, states, eos) for row, prompt in enumerate(prompts)]
+
+
+def finished(row: int, prompt: list[int], answers: list[torch.Tensor], states: list[torch.Tensor], eos: set[int]
+             ) -> tuple[list[int], torch.Tensor | None]:
+    """Row `row`'s answer cut after its first EOS, and its states over prompt + answer."""
+    tokens = []
+    for token in (int(step[row]) for step in answers):
+        tokens.append(token)
+        if token in eos:
+            break
+    if not states:
+        return tokens, None
+    prefill, steps = states[0][row, -len(prompt):], [s[row] for s in states[1 : 1 + len(tokens)]]
+    return tokens, torch.cat([prefill, *steps])
