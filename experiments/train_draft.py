@@ -45,14 +45,13 @@ from experiments.draft_data import (
     training_prompts,
 )
 from experiments.prompts import encode, load_prompts, shipped_suites
-from experiments.training import optimize, run_entry_point, training_record
+from experiments.training import cpu_dtype, optimize, run_entry_point, training_record
 from specdec.decoding import eos_ids_of
 from specdec.models import (
     decoding_model,
     frequent_token_head,
     load_model,
     new_draft,
-    resolve_dtype,
     save_token_frequencies,
     save_trained_draft,
 )
@@ -130,7 +129,7 @@ def answer(prompts: list[dict], cfg: DictConfig, target, tokenizer, done: dict, 
             p["input_ids"] = encode(tokenizer, [{"role": "user", "content": p["prompt"]}])
         p["sampled"] = rng.random() < sampled_share
     todo = sorted((p for p in prompts if p["id"] not in done), key=lambda p: (p["sampled"], len(p["input_ids"])))
-    dtype = resolve_dtype(cfg.data.dtype, torch.device("cpu"), knob="data.dtype")
+    dtype = cpu_dtype(cfg.data.dtype, "data.dtype")
     # few-row products: a batch of answers is a few rows per step
     fast = decoding_model(target if dtype == target.dtype else copy.deepcopy(target).to(dtype))
     eos = eos_ids_of(target)

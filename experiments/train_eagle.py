@@ -36,10 +36,10 @@ from tqdm import tqdm
 from transformers import DynamicCache
 
 from experiments.train_draft import answered_prompts, batches
-from experiments.training import optimize, run_entry_point, training_record
+from experiments.training import cpu_dtype, optimize, run_entry_point, training_record
 from specdec.cached_model import cache_argument
 from specdec.eagle_draft import EagleDraft, new_eagle_draft, save_eagle_draft
-from specdec.models import frequent_token_head, load_model, resolve_dtype, save_token_frequencies
+from specdec.models import frequent_token_head, load_model, save_token_frequencies
 from specdec.subset_head import SubsetHead
 
 log = logging.getLogger("experiments.train_eagle")
@@ -153,7 +153,7 @@ def train(cfg: DictConfig, draft: EagleDraft, rows, held_out, hidden, subset, wo
     checkpoint = work / "eagle_checkpoint.pt"
     unroll = cfg.train.unroll
     before = None if checkpoint.exists() else agreement(draft, held_out, hidden, subset, unroll, cfg.train.batch_tokens)
-    dtype = resolve_dtype(cfg.train.dtype, torch.device("cpu"), knob="train.dtype")
+    dtype = cpu_dtype(cfg.train.dtype, "train.dtype")
 
     def batch_loss(group):  # products in train.dtype (autocast), weights and optimizer state in float32
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):

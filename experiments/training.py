@@ -1,6 +1,8 @@
 """What the training entry points (train_draft, train_eagle, train_medusa) share: the
-optimization loop over a planned list of batches, and running an entry point from Hydra."""
+optimization loop over a planned list of batches, their CPU dtypes, and running an entry
+point from Hydra."""
 
+import functools
 import json
 import logging
 import math
@@ -16,8 +18,20 @@ from tqdm import tqdm
 
 from experiments.checkpoint import resume, save_checkpoint
 from specdec.errors import ConfigError
+from specdec.models import resolve_dtype
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def cpu_dtype(name: str, knob: str) -> torch.dtype:
+    """The dtype a training knob names, for the CPU; bfloat16 warns (once) where the CPU has no
+    bf16 products, since emulating them is slower than float32."""
+    dtype = resolve_dtype(name, torch.device("cpu"), knob)
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("%s=bfloat16 on a CPU without bf16 matrix products (emulated, slower than float32): "
+                    "set %s=float32", knob, knob)
+    return dtype
 
 
 def warmup_cosine(optimizer, total: int, lr: float):

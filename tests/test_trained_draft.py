@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 from experiments import train_draft
 from experiments.draft_data import check_disjoint, evaluation_spans, passage_prompts, training_prompts
 from experiments.prompts import load_prompts, shipped_suites
+from experiments.training import cpu_dtype
 from specdec import ConfigError, Decoder, GenerationConfig
 from specdec.models import (
     TRAINED_DRAFTS,
@@ -168,3 +169,15 @@ def test_self_written_prompts_come_from_the_user_turn_and_keep_only_finished_new
     prompts = train_draft.self_written_prompts(cfg, model, tokenizer, {}, tmp_path, spans)
     assert [tokenizer.decode(ids) for ids in seen["ids"]] == ["<user>"] * 4 and seen["share"] == 1.0
     assert [p["prompt"] for p in prompts] == [texts[0]] and prompts[0]["category"] == "self-written"
+
+
+def test_training_dtypes_name_their_knob_and_warn_where_bf16_is_emulated(monkeypatch, caplog):
+    with pytest.raises(ConfigError, match="unknown data.dtype 'bf17'"):
+        cpu_dtype("bf17", "data.dtype")
+    cpu_dtype.cache_clear()
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        assert cpu_dtype("float32", "train.dtype") == torch.float32 and not caplog.text
+        assert cpu_dtype("bfloat16", "train.dtype") == torch.bfloat16
+    assert "set train.dtype=float32" in caplog.text
+    cpu_dtype.cache_clear()
