@@ -32,9 +32,9 @@ import hydra
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from tqdm import tqdm
 from transformers import DynamicCache
 
+from experiments.features import features, sequence
 from experiments.train_draft import answered_prompts, batches
 from experiments.training import cpu_dtype, optimize, run_entry_point, training_record
 from specdec.cached_model import cache_argument
@@ -43,33 +43,6 @@ from specdec.models import frequent_token_head, load_model, save_token_frequenci
 from specdec.subset_head import SubsetHead
 
 log = logging.getLogger("experiments.train_eagle")
-
-
-@torch.no_grad()
-def features(rows: list[dict], target, path: Path, max_tokens: int, known: dict | None = None) -> list[torch.Tensor]:
-    """The target's last hidden state (after its final norm) at every position of every sequence,
-    bf16, in the order of `rows`: those `known` (kept while answering), the others computed here,
-    batched by length, right-padded (causal: padding never leaks). Kept in `path` by row id: a
-    rerun computes only the rows added since."""
-    kept, known = torch.load(path) if path.exists() else {}, known or {}
-    new = {r["id"]: known[r["id"]] for r in rows if r["id"] in known and r["id"] not in kept}
-    kept.update(new)
-    missing = [r for r in rows if r["id"] not in kept]
-    with tqdm(total=len(rows), initial=len(rows) - len(missing), desc="features", unit="sequence") as bar:
-        for group in batches(missing, max_tokens, random.Random(0)):
-            seqs = [sequence(r) for r in group]
-            width = max(map(len, seqs))
-            states = target.model(input_ids=torch.tensor([s + [0] * (width - len(s)) for s in seqs])).last_hidden_state
-            for row, s, state in zip(group, seqs, states):
-                kept[row["id"]] = state[: len(s)].to(torch.bfloat16)
-            bar.update(len(group))
-    if missing or new:
-        torch.save(kept, path)
-    return [kept[r["id"]] for r in rows]
-
-
-def sequence(row: dict) -> list[int]:
-    return row["prompt_ids"] + row["answer_ids"]
 
 
 def unrolled_mask(length: int, passes: int) -> torch.Tensor:
@@ -177,7 +150,7 @@ def seeded_data(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[di
         part.seed = seed
         answering = {}  # hidden states kept while answering: no feature pass over those rows
         rows, spent = answered_prompts(part, target, tokenizer, directory, answering)
-        states = features(rows, target, directory / "features.pt", cfg.train.batch_tokens, answering)
+        states = features(rows, target, directory / "features.pt", answering)
         for index, row in enumerate(rows, start=len(hidden)):  # the row's features: hidden[row["index"]]
             row["index"] = index
             row["id"] = f"{seed}/{row['id']}"

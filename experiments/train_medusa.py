@@ -3,9 +3,9 @@
 Recipe:
 1. data: the trained-draft recipe (experiments.train_draft.generate_data): the target's own
    greedy and sampled answers to training prompts disjoint from every evaluation suite.
-2. features: one pass of the frozen target over each sequence keeps the input of its LM
-   head (the last hidden state) at every answer position; head k's label there is the token
-   k + 2 ahead. Computed once and kept in the work directory.
+2. features (experiments.features): the input of the target's LM head (its last hidden
+   state) at every answer position, kept while the target answers; head k's label there is
+   the token k + 2 ahead.
 3. heads: `heads.num_heads` heads of `heads.num_layers` residual blocks each, through the
    target's LM head (frozen, shared) restricted to the `train.head_tokens` tokens most
    frequent in the answers; cross-entropy on the target's tokens, head k weighted
@@ -28,12 +28,11 @@ import hydra
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from experiments.cost_model import measure_costs
+from experiments.features import features, sequence
 from experiments.train_draft import answered_prompts
 from experiments.training import optimize, run_entry_point
-from specdec.cached_model import CachedModel
 from specdec.medusa_heads import MedusaHeads, save_medusa_heads
 from specdec.models import (
     decoding_model,
@@ -48,25 +47,18 @@ log = logging.getLogger("experiments.train_medusa")
 RANKS = 10  # ranks whose accuracy is recorded for tree building
 
 
-def features(rows: list[dict], target, num_heads: int, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hidden states (N, d), labels (N, K) with -100 past the end) at every answer position."""
-    if path.exists():
-        saved = torch.load(path)
-        return saved["hidden"], saved["labels"]
-    cached = CachedModel(decoding_model(target), "dynamic", keep_hidden=True)
+def answer_positions(rows: list[tuple[dict, torch.Tensor]], num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden states (N, d), labels (N, K) with -100 past the end) at every answer position of
+    the (row, its features) pairs: head k's label at position t is the token t + 2 + k."""
     hidden, labels = [], []
-    for row in tqdm(rows, desc="features", unit="sequence"):
-        seq = row["prompt_ids"] + row["answer_ids"]
+    for row, state in rows:
+        seq = sequence(row)
         first = len(row["prompt_ids"]) - 1  # its hidden state gives the first answer token
-        cached.reset()
-        cached.forward(torch.tensor(seq))
-        hidden.append(cached.hidden[first : len(seq) - 1].to(torch.bfloat16))
+        hidden.append(state[first : len(seq) - 1])
         ahead = [[seq[t + 2 + k] if t + 2 + k < len(seq) else -100 for k in range(num_heads)]
                  for t in range(first, len(seq) - 1)]
         labels.append(torch.tensor(ahead))
-    hidden, labels = torch.cat(hidden), torch.cat(labels)
-    torch.save({"hidden": hidden, "labels": labels}, path)
-    return hidden, labels
+    return torch.cat(hidden), torch.cat(labels)
 
 
 def head_logits(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor) -> torch.Tensor:
@@ -144,13 +136,14 @@ def train_medusa(cfg: DictConfig) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     target, tokenizer = load_model(cfg.model.name_or_path, torch.device("cpu"), torch.float32)
     target.requires_grad_(False)
-    data, data_minutes = answered_prompts(cfg, target, tokenizer, work)
+    answering = {}  # hidden states kept while answering: no feature pass over those rows
+    data, data_minutes = answered_prompts(cfg, target, tokenizer, work, answering)
+    states = features(data, target, work / "states.pt", answering)
     rng = random.Random(cfg.seed)
     held_out = {r["id"] for r in data if not r["sampled"] and rng.random() < cfg.train.held_out_share}
-    train_rows = [r for r in data if r["id"] not in held_out]
-    hidden, labels = features(train_rows, target, cfg.heads.num_heads, work / "features.pt")
-    held_hidden, held_labels = features([r for r in data if r["id"] in held_out], target, cfg.heads.num_heads,
-                                        work / "held_out_features.pt")
+    rows = list(zip(data, states))
+    hidden, labels = answer_positions([p for p in rows if p[0]["id"] not in held_out], cfg.heads.num_heads)
+    held_hidden, held_labels = answer_positions([p for p in rows if p[0]["id"] in held_out], cfg.heads.num_heads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)

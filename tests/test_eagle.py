@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from caching.prefix import PrefixCache
 from experiments import train_eagle
+from experiments.features import features
 from experiments.train_eagle import (
-    features,
     group_loss,
     train,
     unrolled_mask,

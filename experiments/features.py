@@ -1,0 +1,44 @@
+"""The training sequences' features: the frozen target's last hidden state (the LM head's
+input) at every position, which EAGLE's draft and Medusa's heads train on.
+
+Most come free with the answers (experiments.batch_generate keeps them while the target
+answers); the rest (sequences answered before a resume) take one batched pass here. They are
+stored by row id in the work directory, so a rerun computes only what is missing.
+"""
+
+import random
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from experiments.train_draft import batches
+
+
+@torch.no_grad()
+def features(rows: list[dict], target, path: Path, known: dict | None = None,
+             max_tokens: int = 1024) -> list[torch.Tensor]:
+    """The target's last hidden state (after its final norm) at every position of every sequence,
+    bf16, in the order of `rows`: those `known` (kept while answering), the others computed here,
+    batched by length, right-padded (causal: padding never leaks). Kept in `path` by row id: a
+    rerun computes only the rows added since."""
+    kept, known = torch.load(path) if path.exists() else {}, known or {}
+    new = {r["id"]: known[r["id"]] for r in rows if r["id"] in known and r["id"] not in kept}
+    kept.update(new)
+    missing = [r for r in rows if r["id"] not in kept]
+    with tqdm(total=len(rows), initial=len(rows) - len(missing), desc="features", unit="sequence") as bar:
+        for group in batches(missing, max_tokens, random.Random(0)):
+            seqs = [sequence(r) for r in group]
+            width = max(map(len, seqs))
+            ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
+            states = target.get_decoder()(input_ids=ids).last_hidden_state
+            for row, s, state in zip(group, seqs, states):
+                kept[row["id"]] = state[: len(s)].to(torch.bfloat16)
+            bar.update(len(group))
+    if missing or new:
+        torch.save(kept, path)
+    return [kept[r["id"]] for r in rows]
+
+
+def sequence(row: dict) -> list[int]:
+    return row["prompt_ids"] + row["answer_ids"]
