@@ -173,7 +173,7 @@ def train_eagle(cfg: DictConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
     subset = frequent_token_head(target.get_output_embeddings().weight, out, cfg.train.head_tokens)
-    draft = new_eagle_draft(target, cfg.train.init_layer)
+    draft = new_eagle_draft(target, cfg.train.init_layer, cfg.train.num_layers)
     results = train(cfg, draft, rows, [r for r in data if r["id"] in held_ids], hidden, subset, work)
     digest = hashlib.sha256(b"".join((work / f"seed-{seed}" / "data.jsonl").read_bytes() for seed in cfg.data.seeds))
     meta = training_record(cfg, data, digest.hexdigest(), data_minutes, results)

@@ -31,15 +31,16 @@ SHIPPED = {"smollm2-135m-eagle": Path(__file__).parent / "eagle" / "smollm2-135m
 
 
 class EagleDraft(nn.Module):
-    """`fc` maps [target hidden state; next token's embedding] to the input of `lm`, a one-layer
-    causal LM of the target's architecture whose embedding and LM head are the target's."""
+    """`fc` maps [target hidden state; next token's embedding] to the input of `lm`, a causal LM of
+    the target's architecture with `num_layers` layers (EAGLE: one) whose embedding and LM head
+    are the target's."""
 
-    def __init__(self, target: nn.Module):
+    def __init__(self, target: nn.Module, num_layers: int = 1):
         super().__init__()
         config = copy.deepcopy(target.config.get_text_config())
-        config.num_hidden_layers = 1
+        config.num_hidden_layers = num_layers
         if getattr(config, "layer_types", None):
-            config.layer_types = config.layer_types[-1:]
+            config.layer_types = config.layer_types[-num_layers:]
         dtype = next(target.parameters()).dtype
         self.lm = borrow_embeddings(AutoModelForCausalLM.from_config(config, dtype=dtype), target).eval()
         self.fc = nn.Linear(2 * config.hidden_size, config.hidden_size, dtype=dtype)
@@ -54,15 +55,15 @@ class EagleDraft(nn.Module):
         return {name: p for name, p in self.named_parameters() if id(p) not in borrowed}
 
 
-def new_eagle_draft(target: nn.Module, init_layer: int | None) -> EagleDraft:
+def new_eagle_draft(target: nn.Module, init_layer: int | None, num_layers: int = 1) -> EagleDraft:
     """A draft to train that starts close to the identity on the hidden state, as Medusa's heads do:
     `fc` passes the hidden state through and ignores the embedding, so the first guesses are the
-    target's own; its layer is a copy of target layer `init_layer` (and final norm), or freshly
-    initialized (small weights: the identity dominates) with None."""
+    target's own; each of its `num_layers` layers is a copy of target layer `init_layer` (and
+    final norm), or freshly initialized (small weights: the identity dominates) with None."""
     total = target.config.get_text_config().num_hidden_layers
     if init_layer is not None and not 0 <= init_layer < total:
         raise ConfigError(f"train.init_layer must be a target layer in [0, {total - 1}] or null (got {init_layer})")
-    draft = EagleDraft(target)
+    draft = EagleDraft(target, num_layers)
     size = draft.fc.out_features
     with torch.no_grad():
         draft.fc.weight.zero_()
@@ -70,7 +71,8 @@ def new_eagle_draft(target: nn.Module, init_layer: int | None) -> EagleDraft:
         draft.fc.bias.zero_()
     if init_layer is not None:
         ours, theirs = draft.lm.get_decoder(), target.get_decoder()
-        ours.layers[0].load_state_dict(theirs.layers[init_layer].state_dict())
+        for layer in ours.layers:
+            layer.load_state_dict(theirs.layers[init_layer].state_dict())
         if hasattr(ours, "norm"):
             ours.norm.load_state_dict(theirs.norm.state_dict())
     return draft
@@ -82,7 +84,8 @@ def save_eagle_draft(draft: EagleDraft, directory: Path, meta: dict) -> None:
     save_file(state, directory / WEIGHTS)
     config = draft.lm.config
     (directory / CONFIG).write_text(json.dumps({"hidden_size": config.hidden_size, "vocab_size": config.vocab_size,
-                                                "model_type": config.model_type, **meta}, indent=2))
+                                                "model_type": config.model_type, "num_layers": config.num_hidden_layers,
+                                                **meta}, indent=2))
 
 
 def load_eagle_draft(name_or_path, target: nn.Module, head_tokens: int | None = None) -> tuple[EagleDraft, dict]:
@@ -100,7 +103,7 @@ def load_eagle_draft(name_or_path, target: nn.Module, head_tokens: int | None = 
                           f"{config['hidden_size']} and vocabulary {config['vocab_size']}, this target is a "
                           f"{expected[0]} of width {expected[1]} and vocabulary {expected[2]}: train one for it with "
                           "`python -m experiments.train_eagle`")
-    draft, state = EagleDraft(target), load_file(directory / WEIGHTS)
+    draft, state = EagleDraft(target, config.get("num_layers", 1)), load_file(directory / WEIGHTS)
     missing = set(draft.own_state()) - set(state)
     if missing:
         raise ConfigError(f"the EAGLE draft in {directory} lacks {sorted(missing)}: retrain it")

@@ -25,9 +25,9 @@ def tiny(arch: str, seed: int = 0, **overrides):
     return tiny_random_model(arch, seed=seed, **overrides)
 
 
-def random_eagle(model, seed: int) -> EagleDraft:
+def random_eagle(model, seed: int, num_layers: int = 1) -> EagleDraft:
     """An EAGLE draft with random weights (a fresh one's fc would mostly guess one token)."""
-    draft = EagleDraft(model)
+    draft = EagleDraft(model, num_layers)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in draft.own_state().values():  # norms around 1, matrices scaled by their width

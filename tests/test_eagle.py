@@ -48,9 +48,10 @@ def test_greedy_eagle_equals_the_baseline(arch):
         expected, eos = baseline_and_eos(model, prompt, config, trial)
         options = dict(gamma=rng.randint(1, 5), gamma_schedule=["constant", "heuristic"][trial % 2],
                        stop_below_prob=[0.0, 0.3][trial // 3])
+        layers = 1 + trial % 2  # EAGLE's one layer, or two (train.num_layers)
         got = decode_with(model, "eagle", prompt, config, eos=eos, target_model=model,
-                          draft=random_eagle(model, trial), **options)
-        assert got.token_ids == expected.token_ids, (arch, trial, options)
+                          draft=random_eagle(model, trial, layers), **options)
+        assert got.token_ids == expected.token_ids, (arch, trial, layers, options)
         assert got.stop_reason == expected.stop_reason
 
 
@@ -116,6 +117,12 @@ def test_round_trip_and_clear_errors(tmp_path):
     subset, _ = load_eagle_draft(tmp_path, model, head_tokens=2)
     logits = subset.lm(inputs_embeds=torch.randn(1, 3, model.config.hidden_size)).logits
     assert torch.isfinite(logits[0, 0]).sum() == 2
+    deeper = new_eagle_draft(model, init_layer=1, num_layers=2)
+    save_eagle_draft(deeper, tmp_path / "two", {})
+    loaded, config = load_eagle_draft(tmp_path / "two", model)
+    assert config["num_layers"] == 2 and len(loaded.lm.model.layers) == 2
+    assert torch.allclose(loaded.lm.model.layers[1].mlp.up_proj.weight, model.model.layers[1].mlp.up_proj.weight,
+                          atol=1e-2)
     with pytest.raises(ConfigError, match="train_eagle"):
         load_eagle_draft(tmp_path / "nothing", model)
     with pytest.raises(ConfigError, match="width 64"):
