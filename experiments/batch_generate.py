@@ -22,13 +22,12 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: se
     device = next(model.parameters()).device
     width = max(map(len, prompts))
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-    mask = (torch.arange(width, device=device)[None] >= torch.tensor([width - len(p) for p in prompts], device=device)[:, None])
-    mask = mask.long()
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = {cache_argument(model): DynamicCache(config=model.config)}
     eos_ids = torch.tensor(sorted(eos), device=device)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    answers, states = [], []
+    answers, states, ended = [], [], False
 
     def keep(module, inputs, output):  # the decoder's output: what the LM head reads
         states.append(output[0].to(torch.bfloat16))
@@ -38,7 +37,7 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: se
         while True:
             logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                            logits_to_keep=1, **cache).logits[:, -1].float()
-            if done.all() or len(answers) == max_new_tokens:
+            if ended:
                 break  # that pass only computed the states of the final tokens
             if temperature is None:
                 chosen = logits.argmax(-1)
@@ -47,25 +46,25 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: se
             chosen = chosen.masked_fill(done, pad)
             answers.append(chosen)
             done |= torch.isin(chosen, eos_ids)
-            if not keep_states and (done.all() or len(answers) == max_new_tokens):
+            ended = len(answers) == max_new_tokens or bool(done.all())
+            if ended and not keep_states:
                 break
             ids, positions = chosen[:, None], positions[:, -1:] + 1
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
     finally:
         if hook is not None:
             hook.remove()
-    return [finished(row, prompt, answers, states, eos) for row, prompt in enumerate(prompts)]
+    rows = [cut_at_eos(tokens, eos) for tokens in torch.stack(answers, dim=1).tolist()]
+    if not keep_states:
+        return [(tokens, None) for tokens in rows]
+    steps = torch.cat(states[1:], dim=1)  # (B, steps, d): the states of the tokens fed after the prompt
+    return [(tokens, torch.cat([states[0][i, -len(prompt):], steps[i, : len(tokens)]]))
+            for i, (prompt, tokens) in enumerate(zip(prompts, rows))]
 
 
-def finished(row: int, prompt: list[int], answers: list[torch.Tensor], states: list[torch.Tensor], eos: set[int]
-             ) -> tuple[list[int], torch.Tensor | None]:
-    """Row `row`'s answer cut after its first EOS, and its states over prompt + answer."""
-    tokens = []
-    for token in (int(step[row]) for step in answers):
-        tokens.append(token)
+def cut_at_eos(tokens: list[int], eos: set[int]) -> list[int]:
+    """The tokens up to and including the first EOS."""
+    for i, token in enumerate(tokens):
         if token in eos:
-            break
-    if not states:
-        return tokens, None
-    prefill, steps = states[0][row, -len(prompt):], [s[row] for s in states[1 : 1 + len(tokens)]]
-    return tokens, torch.cat([prefill, *steps])
+            return tokens[: i + 1]
+    return tokens
