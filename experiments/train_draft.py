@@ -67,8 +67,9 @@ def generate_data(cfg: DictConfig, target, tokenizer, path: Path, states: dict |
     if path.exists():
         done = {row["id"]: row for row in map(json.loads, path.read_text().splitlines())}
     evaluation = [m["content"] for suite in shipped_suites() for p in load_prompts(suite=suite) for m in p["messages"]]
+    model = answering_model(target, cfg.data.dtype)
     requests = passage_prompts(cfg.data.passages, cfg.seed)
-    answer(requests, cfg, target, tokenizer, done, path, sampled_share=1.0, states=states)
+    answer(requests, cfg, model, tokenizer, done, path, sampled_share=1.0, states=states)
     spans = evaluation_spans(evaluation)
     passages = [complete_sentences(tokenizer.decode(done[p["id"]]["answer_ids"], skip_special_tokens=True))
                 for p in requests]
@@ -77,13 +78,13 @@ def generate_data(cfg: DictConfig, target, tokenizer, path: Path, states: dict |
     prompts = [p for p in made if not overlaps(p["prompt"], spans)]
     if len(prompts) < len(made):  # an instruction and a passage together can meet an evaluation prompt's wording
         log.info("dropped %d training prompts that share a span with an evaluation prompt", len(made) - len(prompts))
-    prompts += self_written_prompts(cfg, target, tokenizer, done, path, spans)
+    prompts += self_written_prompts(cfg, model, tokenizer, done, path, spans)
     check_disjoint([p["prompt"] for p in prompts], evaluation)
-    answer(prompts, cfg, target, tokenizer, done, path, sampled_share=cfg.data.sampled_share, states=states)
+    answer(prompts, cfg, model, tokenizer, done, path, sampled_share=cfg.data.sampled_share, states=states)
     return [done[p["id"]] for p in requests + prompts]
 
 
-def self_written_prompts(cfg: DictConfig, target, tokenizer, done: dict, path: Path, spans: set[str]) -> list[dict]:
+def self_written_prompts(cfg: DictConfig, model, tokenizer, done: dict, path: Path, spans: set[str]) -> list[dict]:
     """`data.self_written` user prompts the target writes itself, sampled from its chat template
     up to the start of a user turn (Magpie, Xu et al. 2024): an instruction-tuned model then writes
     what its users ask, in far more varied topics and wordings than the templates. Only requests it
@@ -99,8 +100,8 @@ def self_written_prompts(cfg: DictConfig, target, tokenizer, done: dict, path: P
     template = tokenizer.decode(encode(tokenizer, [{"role": "user", "content": marker}]))
     prefix = tokenizer.encode(template[: template.index(marker)])
     requests = [{"id": f"request-{i}", "category": "request", "input_ids": prefix} for i in range(count)]
-    answer(requests, cfg, target, tokenizer, done, path, sampled_share=1.0, temperature=1.0)
-    eos = eos_ids_of(target)
+    answer(requests, cfg, model, tokenizer, done, path, sampled_share=1.0, temperature=1.0)
+    eos = eos_ids_of(model)
     prompts = []
     for r in requests:
         ids = done[r["id"]]["answer_ids"]
@@ -116,30 +117,34 @@ def complete_sentences(text: str) -> str:
     return text[: text.rfind(".") + 1].strip()
 
 
-def answer(prompts: list[dict], cfg: DictConfig, target, tokenizer, done: dict, path: Path, sampled_share: float,
+def answering_model(target, dtype: str):
+    """The target as it writes the training data: in `dtype` (data.dtype), with our fused layers
+    and few-row products (a batch of answers is a few rows per step)."""
+    dtype = cpu_dtype(dtype, "data.dtype")
+    return decoding_model(target if dtype == target.dtype else copy.deepcopy(target).to(dtype))
+
+
+def answer(prompts: list[dict], cfg: DictConfig, model, tokenizer, done: dict, path: Path, sampled_share: float,
            temperature: float | None = None, states: dict | None = None) -> None:
-    """Batched answers to the prompts not in `done` (their "prompt" in a user turn, or their
-    "input_ids" as given), appended to `path` and added to `done`; a `sampled_share` of them
-    sampled at `temperature` (default data.temperature), the rest greedy; the target runs in
-    `data.dtype`. With `states`, the target's last hidden states over each answered sequence
-    are kept in it by prompt id (experiments.batch_generate)."""
+    """Batched answers by `model` (answering_model's) to the prompts not in `done` (their "prompt"
+    in a user turn, or their "input_ids" as given), appended to `path` and added to `done`; a
+    `sampled_share` of them sampled at `temperature` (default data.temperature), the rest greedy.
+    With `states`, its last hidden states over each answered sequence are kept in it by prompt
+    id (experiments.batch_generate)."""
     rng = random.Random(cfg.seed)
     for p in prompts:
         if "input_ids" not in p:
             p["input_ids"] = encode(tokenizer, [{"role": "user", "content": p["prompt"]}])
         p["sampled"] = rng.random() < sampled_share
     todo = sorted((p for p in prompts if p["id"] not in done), key=lambda p: (p["sampled"], len(p["input_ids"])))
-    dtype = cpu_dtype(cfg.data.dtype, "data.dtype")
-    # few-row products: a batch of answers is a few rows per step
-    fast = decoding_model(target if dtype == target.dtype else copy.deepcopy(target).to(dtype))
-    eos = eos_ids_of(target)
+    eos = eos_ids_of(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
     with open(path, "a") as out, tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="answering",
                                       unit="prompt") as bar:
         for start in range(0, len(todo), cfg.data.batch_size):
             batch = todo[start : start + cfg.data.batch_size]
             sampled = batch[0]["sampled"]  # batches never mix: sorted by (sampled, length)
-            answers = generate_batch(fast, [p["input_ids"] for p in batch], cfg.data.max_new_tokens, eos, pad,
+            answers = generate_batch(model, [p["input_ids"] for p in batch], cfg.data.max_new_tokens, eos, pad,
                                      (temperature or cfg.data.temperature) if sampled else None, states is not None)
             for p, (tokens, hidden) in zip(batch, answers):
                 record = {"id": p["id"], "category": p["category"], "sampled": sampled,

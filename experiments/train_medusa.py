@@ -141,9 +141,9 @@ def train_medusa(cfg: DictConfig) -> dict:
     states = features(data, target, work / "states.pt", answering)
     rng = random.Random(cfg.seed)
     held_out = {r["id"] for r in data if not r["sampled"] and rng.random() < cfg.train.held_out_share}
-    rows = list(zip(data, states))
-    hidden, labels = answer_positions([p for p in rows if p[0]["id"] not in held_out], cfg.heads.num_heads)
-    held_hidden, held_labels = answer_positions([p for p in rows if p[0]["id"] in held_out], cfg.heads.num_heads)
+    pairs = list(zip(data, states))
+    hidden, labels = answer_positions([(r, s) for r, s in pairs if r["id"] not in held_out], cfg.heads.num_heads)
+    held_hidden, held_labels = answer_positions([(r, s) for r, s in pairs if r["id"] in held_out], cfg.heads.num_heads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
