@@ -8,11 +8,12 @@ Recipe:
    sequence, kept while answering (experiments.batch_generate; a pass of the target over the
    sequences answered before a resume), stored in the work directory.
 3. draft (specdec.eagle_draft): `fc` over [hidden state at t; embedding of token t + 1], then
-   one decoder layer initialized from target layer `train.init_layer`, predicting the hidden
-   state at t + 1. Loss at each answer position: cross-entropy against the target's own
-   distribution there (through its LM head, restricted to the `train.head_tokens` most
-   frequent answer tokens, as at inference) plus `train.feature_weight` times a smooth-L1
-   regression on the hidden state (EAGLE).
+   `train.num_layers` decoder layers (EAGLE: one), fresh or copies of target layer
+   `train.init_layer`, predicting the hidden state at t + 1. Loss at each answer position:
+   cross-entropy against the target's own distribution there (through its LM head,
+   restricted to the `train.head_tokens` most frequent answer tokens, as at inference) plus
+   `train.feature_weight` times a smooth-L1 regression on the hidden state (EAGLE), with the
+   products in `train.dtype` autocast.
 4. unrolled passes (`train.unroll`, the "training-time test" of EAGLE-3): pass s feeds the
    draft's own predicted hidden states of pass s - 1 back in, with the attention pattern it
    sees when drafting token s at inference (true-feature keys up to the last verified
