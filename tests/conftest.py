@@ -35,6 +35,19 @@ def random_eagle(model, seed: int, num_layers: int = 1) -> EagleDraft:
     return draft.eval()
 
 
+def mimic_eagle(model) -> EagleDraft:
+    """An EAGLE draft that is mostly right: the target's own layers on the token embeddings (fc
+    passes the embedding through), so it runs the target one token behind."""
+    draft = EagleDraft(model, model.config.get_text_config().num_hidden_layers)
+    draft.lm.get_decoder().load_state_dict(model.get_decoder().state_dict())
+    width = draft.fc.out_features
+    with torch.no_grad():
+        draft.fc.weight.zero_()
+        draft.fc.weight[:, width:] = torch.eye(width)
+        draft.fc.bias.zero_()
+    return draft.eval()
+
+
 def random_prompt(rng: random.Random, max_len: int = 40) -> list[int]:
     return [rng.randrange(0, 256) for _ in range(rng.randint(1, max_len))]
 

@@ -9,7 +9,7 @@ import random
 
 import pytest
 import torch
-from conftest import baseline_and_eos, decode_with, random_eagle, random_prompt, tiny
+from conftest import baseline_and_eos, decode_with, mimic_eagle, random_eagle, random_prompt, tiny
 from omegaconf import OmegaConf
 
 from caching.prefix import PrefixCache
@@ -32,7 +32,8 @@ from specdec.eagle_draft import (
 from specdec.few_row_linear import FewRowLinear
 from specdec.fused_layers import FusedDecoderLayer
 from specdec.models import Layout, save_token_frequencies
-from specdec.strategies import create_strategy
+from specdec.sampling import SamplingParams
+from specdec.strategies import Request, create_strategy
 from specdec.subset_head import SubsetHead
 from specdec.tiny import tiny_random_model
 
@@ -53,6 +54,70 @@ def test_greedy_eagle_equals_the_baseline(arch):
                           draft=random_eagle(model, trial, layers), **options)
         assert got.token_ids == expected.token_ids, (arch, trial, layers, options)
         assert got.stop_reason == expected.stop_reason
+
+
+@pytest.mark.parametrize("arch", EAGLE_ARCHS)
+def test_greedy_eagle_tree_equals_the_baseline(arch):
+    """EAGLE-2's dynamic trees of random sizes, from a random draft (nearly always wrong) and from
+    one that is mostly right (so that deep paths are accepted too)."""
+    model = tiny(arch)
+    rng = random.Random(f"eagle-tree-{arch}")
+    deepest = 0
+    for trial in range(6):
+        prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(1, 40))
+        expected, eos = baseline_and_eos(model, prompt, config, trial)
+        mostly_right = trial >= 3  # its narrow trees reach deep
+        draft = mimic_eagle(model) if mostly_right else random_eagle(model, trial)
+        options = dict(gamma=rng.randint(1 + mostly_right, 5), tree_nodes=rng.randint(1, 24),
+                       tree_topk=rng.randint(1, 4 - 2 * mostly_right))
+        got = decode_with(model, "eagle", prompt, config, eos=eos, target_model=model, draft=draft,
+                          stop_below_prob=0, **options)
+        assert got.token_ids == expected.token_ids, (arch, trial, options)
+        assert got.stop_reason == expected.stop_reason
+        deepest = max([deepest] + [s.accepted for s in got.metrics.steps])
+    assert deepest >= 2
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_tree_nodes_are_the_draft_s_best_paths_run_one_by_one(arch):
+    """Each depth of the tree runs through the draft in one pass under a mask: every node must be
+    what the draft chooses when its path is fed as a plain chain, and the tree the best-scored
+    nodes of EAGLE-2's expansion, computed here from those chains."""
+    model = tiny(arch)
+    draft = random_eagle(model, 4)
+    depth, nodes, topk = 3, 18, 3  # of 3 + 9 + 9 candidates
+    strategy = create_strategy("eagle", target_model=model, draft=draft, gamma=depth, stop_below_prob=0,
+                               tree_nodes=nodes, tree_topk=topk)
+    prompt = [random.Random(arch).randrange(256) for _ in range(17)]
+    target = CachedModel(model, "dynamic", keep_hidden=True)
+    logits, _ = target.prefill(prompt)
+    request = Request(prompt + [int(logits[-1].argmax())], len(prompt), SamplingParams(), None, torch.device("cpu"))
+    request.target_hidden = target.hidden
+    strategy.begin(request)
+    proposal = strategy.propose(request, max_tokens=10)
+
+    def log_probs(tokens: list[int]) -> torch.Tensor:  # the draft's, fed as a chain after the verified prompt
+        chain = CachedModel(draft.lm, "dynamic", keep_hidden=True)
+        chain.reset()
+        with torch.no_grad():
+            out = chain.forward(None, embeds=draft.inputs(request.target_hidden, torch.tensor(request.tokens[1:])))
+            for token in tokens:
+                out = chain.forward(None, embeds=draft.inputs(chain.hidden[-1:], torch.tensor([token])))
+        return out[-1].log_softmax(-1)
+
+    frontier, everything = [((), (), 0.0)], []  # (ranks, tokens, joint log-probability)
+    for _ in range(depth):
+        children = []
+        for ranks, tokens, score in frontier:
+            top = log_probs(list(tokens)).topk(topk)
+            children += [(ranks + (r,), tokens + (t,), score + v) for r, (v, t) in
+                         enumerate(zip(top.values.tolist(), top.indices.tolist()))]
+        everything += children
+        frontier = sorted(children, key=lambda c: -c[2])[:topk]
+    best = sorted(everything, key=lambda c: (-c[2], len(c[0])))[:nodes]
+    assert {(r, t[-1]) for r, t, _ in best} == {(tuple(c), t) for c, t in zip(proposal.tree.choices,
+                                                                                   proposal.tokens.tolist())}
+    assert proposal.tree.depth == depth
 
 
 def test_with_a_prefix_cache_the_draft_starts_after_the_cached_prompt():
@@ -131,6 +196,10 @@ def test_round_trip_and_clear_errors(tmp_path):
         new_eagle_draft(model, init_layer=3)
     with pytest.raises(ConfigError, match="gamma"):
         create_strategy("eagle", target_model=model, draft=draft, gamma=0)
+    with pytest.raises(ConfigError, match="tree_nodes must be an integer >= 1"):
+        create_strategy("eagle", target_model=model, draft=draft, stop_below_prob=0, tree_nodes=0)
+    with pytest.raises(ConfigError, match="stop_below_prob=0"):
+        create_strategy("eagle", target_model=model, draft=draft, tree_nodes=8)
 
 
 def test_sampling_runs_and_reports_acceptance():

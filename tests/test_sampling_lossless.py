@@ -107,6 +107,18 @@ def test_eagle_sampling_matches_target_distribution(sampling):
     assert p_value(sample_counts(decoder, config), exact_distribution(TARGET, sampling)) > 1e-3
 
 
+@pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.8-topk3-topp0.9"])
+def test_eagle_tree_sampling_matches_target_distribution(sampling):
+    """EAGLE-2's dynamic tree is a deterministic function of the draft's scores, so the target
+    drawing after every node (tree_sampling) keeps the output law the target's."""
+    config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=sampling.temperature,
+                              top_k=sampling.top_k, top_p=sampling.top_p)
+    strategy = create_strategy("eagle", target_model=TARGET, draft=random_eagle(TARGET, 0), gamma=3,
+                               stop_below_prob=0, tree_nodes=6, tree_topk=2)
+    decoder = Decoder(TARGET, strategy, eos_token_ids=set())
+    assert p_value(sample_counts(decoder, config), exact_distribution(TARGET, sampling)) > 1e-3
+
+
 def test_wrong_acceptance_rule_is_caught():
     sampling = SETTINGS[0]
     config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=1.0)

@@ -1,6 +1,7 @@
 """EAGLE (Li et al. 2024): draft-model speculation where the draft is one decoder layer on
 the target's own hidden states (specdec.eagle_draft), proposing a chain that the target
-verifies in one pass, exactly as `draft` does (greedy match; lossless rejection sampling).
+verifies in one pass, exactly as `draft` does (greedy match; lossless rejection sampling),
+or with `tree_nodes`, EAGLE-2's dynamic tree (Li et al. 2024b), verified as Medusa's trees are.
 
 The draft runs one position behind the tokens: its position t pairs the target's hidden
 state at t with token t + 1 and predicts the hidden state at t + 1, whose LM-head scores
@@ -10,13 +11,18 @@ feeds its own predicted hidden state back in. Everything else (gamma, the heuris
 schedule, the confidence stop, rollback) is the `draft` strategy's.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 from specdec.eagle_draft import EagleDraft, load_eagle_draft
+from specdec.errors import ConfigError
 from specdec.few_row_linear import shared_copy
 from specdec.models import Layout
-from specdec.strategies.base import Request, register
+from specdec.strategies.base import Proposal, Request, register
 from specdec.strategies.draft import DraftModel
+from specdec.tree import Tree, supports_tree_attention
+from specdec.verify import tree_greedy, tree_sampling
 
 
 @register
@@ -29,14 +35,59 @@ class Eagle(DraftModel):
     builds_modules = True
 
     def __init__(self, target_model, draft="smollm2-135m-eagle", head_tokens: int | None = None, gamma: int = 3,
-                 gamma_schedule: str = "constant", stop_below_prob: float = 0.3, layout: Layout = Layout()):
+                 gamma_schedule: str = "constant", stop_below_prob: float = 0.3, tree_nodes: int | None = None,
+                 tree_topk: int = 4, layout: Layout = Layout()):
         stock = draft if isinstance(draft, EagleDraft) else load_eagle_draft(draft, target_model, head_tokens)[0]
         self.eagle = shared_copy(stock)  # what we run: the same weights in the runtime's layout
         self.eagle.lm = layout.model(stock.lm)
         layout.linears(self.eagle.fc)
         super().__init__(self.eagle.lm, gamma, gamma_schedule, stop_below_prob)
+        if tree_nodes is not None:
+            check_tree_options(target_model, tree_nodes, tree_topk, gamma_schedule, stop_below_prob)
+        self.tree_nodes, self.tree_topk = tree_nodes, tree_topk
         self.verified = 0  # draft positions fed with the target's true hidden states (kept after a step)
-        self.predicted = None  # (1, d) the draft's guess of the target's hidden state at its next position
+        self.predicted = None  # (n, d) the draft's guesses of the target's hidden state after its last pass
+
+    def propose(self, request: Request, max_tokens: int) -> Proposal:
+        if self.tree_nodes is None or min(self.gamma, max_tokens) <= 0:
+            return super().propose(request, max_tokens)
+        return self._propose_tree(request, depth=min(self.gamma, max_tokens))
+
+    def _propose_tree(self, request: Request, depth: int) -> Proposal:
+        """EAGLE-2's dynamic tree: a node's score is the draft's joint log-probability of its path.
+        Depth by depth, the tree_topk best-scored new nodes go through the draft in one pass (each
+        sees the verified positions and its ancestors) and each proposes its tree_topk best next
+        tokens. Of all nodes proposed, the tree_nodes best-scored are verified: a node never scores
+        above its parent, so they form a tree."""
+        logits, parent_hidden = self._catch_up(request), self.predicted
+        paths, parent_slots, parent_scores = [()], [-1], torch.zeros(1, device=request.device)
+        seen = torch.zeros(0, 0, dtype=torch.bool, device=request.device)  # run nodes' ancestors among run nodes
+        candidates = []  # (score, path, token)
+        for d in range(1, depth + 1):
+            top = logits.float().log_softmax(dim=-1).topk(self.tree_topk, dim=-1)
+            scores = (parent_scores[:, None] + top.values).flatten()
+            tokens = top.indices.flatten()
+            level = [(s, paths[i // self.tree_topk] + (i % self.tree_topk,), t)
+                     for i, (s, t) in enumerate(zip(scores.tolist(), tokens.tolist()))]
+            candidates += level
+            if d == depth:
+                break
+            chosen = scores.topk(min(self.tree_topk, len(level))).indices  # the frontier to run through the draft
+            rows = (chosen // self.tree_topk).tolist()
+            parents = [parent_slots[r] for r in rows]
+            seen = grown_ancestors(seen, parents)
+            logits = self.draft.forward(None, tree=DraftLevel(seen[-len(rows):], self.verified + d - 1),
+                                        embeds=self.eagle.inputs(parent_hidden[rows], tokens[chosen]))
+            parent_hidden, parent_scores = self.draft.hidden, scores[chosen]
+            paths = [level[i][1] for i in chosen.tolist()]
+            parent_slots = list(range(len(seen) - len(rows), len(seen)))
+        candidates.sort(key=lambda c: (-c[0], len(c[1])))
+        best = {path: token for _, path, token in candidates[: self.tree_nodes]}
+        tree = Tree(list(best))
+        return Proposal(torch.tensor([best[tuple(p)] for p in tree.choices], device=request.device), tree=tree)
+
+    def tree_rule(self, sampling):
+        return tree_greedy if sampling.greedy else tree_sampling  # both lossless for a deterministic tree
 
     def _catch_up(self, request: Request) -> torch.Tensor:
         """Feed the positions the target verified since the draft's last pass (their true hidden
@@ -61,3 +112,49 @@ class Eagle(DraftModel):
     def _kept(self, request: Request, accepted: int) -> int:
         # the verified positions; this step's drafts were fed predicted states, and come back with true ones
         return self.verified
+
+
+@dataclass
+class DraftLevel:
+    """One depth of a draft tree in one draft pass, given to CachedModel.forward as a tree: its
+    rows sit at one position and see the cached verified positions, their ancestors among the
+    nodes run before (the last columns of `seen`) and themselves."""
+
+    seen: torch.Tensor  # (rows, run nodes incl. these rows) bool
+    position: int
+
+    def attention_mask(self, cached: int, dtype: torch.dtype, device) -> torch.Tensor:
+        rows, run = self.seen.shape
+        mask = torch.zeros(1, 1, rows, cached + rows, dtype=dtype, device=device)
+        mask[0, 0, :, cached + rows - run :].masked_fill_(~self.seen, torch.finfo(dtype).min)
+        return mask
+
+    def position_ids(self, cached: int, device) -> torch.Tensor:
+        return torch.full((1, len(self.seen)), self.position, device=device)
+
+
+def grown_ancestors(seen: torch.Tensor, parents: list[int]) -> torch.Tensor:
+    """The (n, n) ancestors-or-self matrix of the nodes run so far, grown by new nodes with the given
+    parents (-1: the root, not a run node)."""
+    n, m = len(seen), len(parents)
+    grown = torch.zeros(n + m, n + m, dtype=torch.bool, device=seen.device)
+    grown[:n, :n] = seen
+    for i, parent in enumerate(parents):
+        if parent >= 0:
+            grown[n + i, :n] = seen[parent]
+        grown[n + i, n + i] = True
+    return grown
+
+
+def check_tree_options(target_model, tree_nodes, tree_topk, gamma_schedule: str, stop_below_prob: float) -> None:
+    for knob, value in (("tree_nodes", tree_nodes), ("tree_topk", tree_topk)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"strategy.{knob} must be an integer >= 1 (got {value!r}); strategy.tree_nodes=null "
+                              "drafts a chain")
+    if gamma_schedule != "constant" or stop_below_prob:
+        raise ConfigError("strategy.tree_nodes drafts a tree as deep as strategy.gamma; the chain's "
+                          "gamma_schedule and stop_below_prob do not apply: set strategy.gamma_schedule=constant "
+                          "strategy.stop_below_prob=0 (or use strategy=eagle_tree)")
+    if not supports_tree_attention(target_model):
+        raise ConfigError(f"{type(target_model).__name__} does not honour a 4D attention mask with position ids, "
+                          "which tree drafting needs: set strategy.tree_nodes=null for a chain")
