@@ -8,8 +8,6 @@ the depths (position ids = cached length + depth) and the root-to-leaf paths tha
 acceptance rules walk (Medusa's retrieval indices).
 """
 
-import heapq
-
 import torch
 
 from specdec.cached_model import CachedModel
@@ -87,15 +85,14 @@ def best_tree(accuracies: list[list[float]], size: int) -> list[list[int]]:
     """The `size` nodes with the highest chance to be accepted, as Medusa builds its sparse trees:
     a path's chance is the product of its heads' top-k accuracies (accuracies[head][rank]). A child's
     chance is never above its parent's, so the best nodes always form a tree."""
-    frontier = [(-acc, 1, (r,)) for r, acc in enumerate(accuracies[0])]  # a heap: likeliest, then shallowest first
-    heapq.heapify(frontier)
+    frontier = [((r,), acc) for r, acc in enumerate(accuracies[0])]
     chosen = []
     while frontier and len(chosen) < size:
-        minus_chance, depth, path = heapq.heappop(frontier)
+        frontier.sort(key=lambda node: (-node[1], len(node[0]), node[0]))
+        path, chance = frontier.pop(0)
         chosen.append(list(path))
-        if depth < len(accuracies):
-            for r, acc in enumerate(accuracies[depth]):
-                heapq.heappush(frontier, (minus_chance * acc, depth + 1, path + (r,)))
+        if len(path) < len(accuracies):
+            frontier += [(path + (r,), chance * acc) for r, acc in enumerate(accuracies[len(path)])]
     return chosen
 
 

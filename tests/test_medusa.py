@@ -4,7 +4,6 @@ cache after path compaction equal to a fresh prefill, heads saved and loaded, cl
 
 import itertools
 import json
-import math
 import random
 
 import pytest
@@ -18,8 +17,7 @@ from specdec.medusa_heads import SHIPPED, MedusaHeads, load_medusa_heads, save_m
 from specdec.few_row_linear import FewRowLinear
 from specdec.metrics import summarize
 from specdec.models import Layout, save_token_frequencies
-from specdec.sampling import SamplingParams
-from specdec.strategies import Request, create_strategy
+from specdec.strategies import create_strategy
 from specdec.tiny import tiny_random_model
 from specdec.tree import Tree, best_tree, chain
 from specdec.verify import tree_greedy
@@ -115,48 +113,6 @@ def test_greedy_medusa_equals_the_baseline(arch, tree_name):
                           tree=TREES[tree_name])
         assert got.token_ids == expected.token_ids, (arch, tree_name, trial)
         assert got.stop_reason == expected.stop_reason
-
-
-@pytest.mark.parametrize("arch", MEDUSA_ARCHS)
-def test_greedy_medusa_with_dynamic_trees_equals_the_baseline(arch):
-    """dynamic_tree: every step's tree is the best N nodes for the heads' own probabilities."""
-    model = tiny(arch)
-    rng = random.Random(f"{arch}-dynamic")
-    for trial in range(4):
-        prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(1, 40))
-        expected, eos = baseline_and_eos(model, prompt, config, trial)
-        nodes = rng.randint(1, 24)
-        got = decode_with(model, "medusa", prompt, config, eos=eos, target_model=model,
-                          heads=random_heads(model, trial, shared=trial % 2 == 0), tree=nodes, dynamic_tree=True)
-        assert got.token_ids == expected.token_ids, (arch, nodes, trial)
-        assert got.stop_reason == expected.stop_reason
-
-
-def test_a_dynamic_tree_is_the_best_tree_for_this_step_s_probabilities():
-    model = tiny("llama")
-    heads = random_heads(model, 1)
-    strategy = create_strategy("medusa", target_model=model, heads=heads, tree=9, dynamic_tree=True)
-    hidden = torch.randn(1, model.config.hidden_size)
-    request = Request([1, 2, 3], 2, SamplingParams(), None, torch.device("cpu"), target_hidden=hidden)
-    strategy.begin(request)
-    proposal = strategy.propose(request, max_tokens=10)
-    with torch.no_grad():
-        probs = heads(hidden[0], model.get_output_embeddings()).softmax(-1)  # (heads, V)
-    chance = {tuple(p): math.prod(probs[d, t].item() for d, t in enumerate(tokens_of(proposal, p)))
-              for p in proposal.tree.choices}
-    assert len(chance) == 9
-    ranked = probs.sort(dim=-1, descending=True).values
-    outside = [p + (r,) for p in [()] + list(chance) for r in range(10) if len(p) < 4 and p + (r,) not in chance]
-    best_left = max(math.prod(ranked[d, r].item() for d, r in enumerate(p)) for p in outside)
-    assert min(chance.values()) >= best_left - 1e-9  # no node left out is likelier than one taken
-    with pytest.raises(ConfigError, match="strategy.tree to a number of nodes"):
-        create_strategy("medusa", target_model=model, heads=heads, dynamic_tree=True)
-
-
-def tokens_of(proposal, path) -> list[int]:
-    """The tokens along a tree path (its prefixes' nodes)."""
-    row = {tuple(p): i for i, p in enumerate(proposal.tree.choices)}
-    return [proposal.tokens[row[tuple(path[: d + 1])]].item() for d in range(len(path))]
 
 
 def test_fresh_heads_and_the_metrics_of_a_tree_strategy():

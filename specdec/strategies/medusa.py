@@ -3,9 +3,7 @@ their top-k choices form a tree that the target verifies in one pass with a tree
 mask, keeping the longest accepted path (the cache is compacted to that path).
 
 Proposing costs no extra model pass: the hidden state comes from the previous verify pass
-(request.target_hidden[-1]). The tree is fixed (the heads' default, or the best N nodes for
-their measured accuracies), or with `dynamic_tree` chosen every step from the heads' own
-probabilities, as EAGLE-2 chooses its draft's nodes. Acceptance: greedy match for greedy decoding (lossless); for sampling,
+(request.target_hidden[-1]). Acceptance: greedy match for greedy decoding (lossless); for sampling,
 `typical` (Medusa's typical acceptance, lossy: faster, output no longer the target's exact
 distribution) or `exact` (the target draws after every node, lossless).
 """
@@ -20,7 +18,6 @@ from specdec.tree import Tree, best_tree, chain, supports_tree_attention
 from specdec.verify import tree_greedy, tree_sampling, typical_acceptance
 
 ACCEPTANCE = ("typical", "exact")
-MAX_DYNAMIC_RANKS = 10  # dynamic trees: each head's best tokens considered
 
 
 @register
@@ -32,7 +29,7 @@ class Medusa(Strategy):
 
     def __init__(self, target_model, heads="smollm2-135m-medusa", tree=None, acceptance: str = "typical",
                  posterior_threshold: float = 0.09, posterior_alpha: float = 0.3, head_tokens: int | None = None,
-                 dynamic_tree: bool = False, layout: Layout = Layout()):
+                 layout: Layout = Layout()):
         if acceptance not in ACCEPTANCE:
             raise ConfigError(f"strategy.acceptance must be one of {', '.join(ACCEPTANCE)} (got {acceptance!r})")
         if not supports_tree_attention(target_model):
@@ -42,9 +39,7 @@ class Medusa(Strategy):
             self.heads, config = heads, {}
         else:
             self.heads, config = load_medusa_heads(heads, target_model)
-        self.dynamic_nodes = dynamic_nodes(tree) if dynamic_tree else None
-        # a dynamic tree is chosen per step; self.tree, a chain through every head, then says which heads run
-        self.tree = Tree(chain(self.heads.num_heads) if dynamic_tree else self._choices(tree, config))
+        self.tree = Tree(self._choices(tree, config))
         if self.tree.depth > self.heads.num_heads:
             raise ConfigError(f"strategy.tree is {self.tree.depth} deep but there are {self.heads.num_heads} Medusa heads")
         self.lm_head = self._lm_head(target_model, head_tokens, config, layout)
@@ -86,11 +81,7 @@ class Medusa(Strategy):
             return Proposal.empty(request.device)
         tree = self.tree if self.tree.depth <= max_tokens else self._pruned(max_tokens)
         logits = self.heads(request.target_hidden[-1], self.lm_head, count=tree.depth)  # (depth, V): the heads in use
-        if self.dynamic_nodes:  # this step's likeliest nodes: the product of the heads' probabilities along a path
-            best = logits.float().softmax(dim=-1).topk(min(self.dynamic_nodes, MAX_DYNAMIC_RANKS), dim=-1)
-            tree, top = Tree(best_tree(best.values.tolist(), self.dynamic_nodes)), best.indices
-        else:
-            top = logits.topk(tree.max_rank + 1, dim=-1).indices  # (depth, ranks)
+        top = logits.topk(tree.max_rank + 1, dim=-1).indices  # (depth, ranks)
         self.guesses.append((len(request.tokens), top[:, 0]))  # head k guesses tokens[len + k]
         index = tree.tensors(top.device)
         return Proposal(top[index["heads"], index["ranks"]], tree=tree)
@@ -116,10 +107,3 @@ class Medusa(Strategy):
                         checked[k] += 1
                         hits[k] += token == request.tokens[start + k]
         return {"head_top1_hits": hits, "head_top1_checked": checked}
-
-
-def dynamic_nodes(tree) -> int:
-    if isinstance(tree, bool) or not isinstance(tree, int) or tree < 1:
-        raise ConfigError(f"strategy.dynamic_tree picks strategy.tree nodes every step: set strategy.tree to a "
-                          f"number of nodes >= 1 (got {tree!r})")
-    return tree
