@@ -29,11 +29,22 @@ STRATEGY_CONFIGS = Path(__file__).parent.parent / "configs" / "strategy"
 
 def with_defaults(entry: dict) -> dict:
     """A matrix entry over its strategy's config file, so that `{name: medusa}` runs what
-    `strategy=medusa` runs (e.g. Medusa's head_tokens) and not the constructor's defaults."""
-    defaults = STRATEGY_CONFIGS / f"{entry['name']}.yaml"
-    if not defaults.exists():
-        return entry
-    return {**OmegaConf.to_container(OmegaConf.load(defaults)), **entry}
+    `strategy=medusa` runs (e.g. Medusa's head_tokens) and not the constructor's defaults, and
+    `{name: eagle_tree}` what `strategy=eagle_tree` runs (strategy `eagle` with its tree settings)."""
+    return {"name": entry["name"], **strategy_config(entry["name"]), **{k: v for k, v in entry.items() if k != "name"}}
+
+
+def strategy_config(name: str) -> dict:
+    """configs/strategy/<name>.yaml over the files its `defaults` list names, as Hydra composes it ({} if none)."""
+    path = STRATEGY_CONFIGS / f"{name}.yaml"
+    if not path.exists():
+        return {}
+    config = OmegaConf.to_container(OmegaConf.load(path))
+    below = {}
+    for parent in config.pop("defaults", []):
+        if parent != "_self_":
+            below.update(strategy_config(parent))
+    return {**below, **config}
 
 
 def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> dict:

@@ -171,6 +171,8 @@ def test_bench_entries_run_what_the_strategy_config_runs():
     draft = with_defaults({"name": "draft", "gamma": 2})
     assert draft["gamma"] == 2 and draft["gamma_schedule"] == "constant"
     assert with_defaults({"name": "mine", "k": 1}) == {"name": "mine", "k": 1}  # no config file: as given
+    tree = with_defaults({"name": "eagle_tree", "tree_nodes": 8})  # a file over eagle.yaml, as Hydra composes it
+    assert (tree["name"], tree["tree_nodes"], tree["gamma"], tree["head_tokens"]) == ("eagle", 8, 2, 8192)
 
 
 def test_bench_matrix_with_anchors_report_and_resume(tmp_path):
