@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import baseline_and_eos, decode_with, random_prompt, tiny
-from omegaconf import OmegaConf
 from test_greedy_lossless import drafts_for
 from test_sampling_lossless import (
     DRAFT,
@@ -20,6 +19,7 @@ from test_sampling_lossless import (
     sample_counts,
 )
 
+from experiments.bench import strategy_config
 from specdec import Decoder, GenerationConfig
 from specdec.eagle_draft import EagleDraft
 from specdec.errors import ConfigError
@@ -153,10 +153,11 @@ def test_bad_schedule_options_name_the_valid_values(options, message):
 
 
 def test_config_files_build_their_strategies():
-    """configs/strategy/*.yaml hold exactly the options the constructors take."""
+    """configs/strategy/*.yaml hold exactly the options the constructors take (over the files
+    their defaults lists name, as Hydra composes them)."""
     target = tiny("llama")
     for path in sorted(Path(__file__).parent.parent.glob("configs/strategy/*.yaml")):
-        options = OmegaConf.to_container(OmegaConf.load(path))
+        options = strategy_config(path.stem)
         if options["name"] == "medusa":  # the shipped heads fit SmolLM2-135M, not the tiny model
             options.update(heads=MedusaHeads(target.config.hidden_size, target.config.vocab_size), head_tokens=None)
         if options["name"] == "eagle":  # so does the shipped EAGLE draft
