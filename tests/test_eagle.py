@@ -82,19 +82,16 @@ def test_greedy_eagle_tree_equals_the_baseline(arch):
 def test_tree_nodes_are_the_draft_s_best_paths_run_one_by_one(arch):
     """Each depth of the tree runs through the draft in one pass under a mask: every node must be
     what the draft chooses when its path is fed as a plain chain, and the tree the best-scored
-    nodes of EAGLE-2's expansion, computed here from those chains."""
+    nodes of EAGLE-2's full expansion, computed here from those chains, also when drafting
+    stopped early because no deeper node could make the cut."""
     model = tiny(arch)
     draft = random_eagle(model, 4)
-    depth, nodes, topk = 3, 18, 3  # of 3 + 9 + 9 candidates
-    strategy = create_strategy("eagle", target_model=model, draft=draft, gamma=depth, stop_below_prob=0,
-                               tree_nodes=nodes, tree_topk=topk)
+    depth, topk = 3, 3  # 3 + 9 + 9 candidates
     prompt = [random.Random(arch).randrange(256) for _ in range(17)]
     target = CachedModel(model, "dynamic", keep_hidden=True)
     logits, _ = target.prefill(prompt)
     request = Request(prompt + [int(logits[-1].argmax())], len(prompt), SamplingParams(), None, torch.device("cpu"))
     request.target_hidden = target.hidden
-    strategy.begin(request)
-    proposal = strategy.propose(request, max_tokens=10)
 
     def log_probs(tokens: list[int]) -> torch.Tensor:  # the draft's, fed as a chain after the verified prompt
         chain = CachedModel(draft.lm, "dynamic", keep_hidden=True)
@@ -114,10 +111,18 @@ def test_tree_nodes_are_the_draft_s_best_paths_run_one_by_one(arch):
                          enumerate(zip(top.values.tolist(), top.indices.tolist()))]
         everything += children
         frontier = sorted(children, key=lambda c: -c[2])[:topk]
-    best = sorted(everything, key=lambda c: (-c[2], len(c[0])))[:nodes]
-    assert {(r, t[-1]) for r, t, _ in best} == {(tuple(c), t) for c, t in zip(proposal.tree.choices,
-                                                                                   proposal.tokens.tolist())}
-    assert proposal.tree.depth == depth
+    nodes_run = {}
+    for nodes in (2, 5, 18):
+        strategy = create_strategy("eagle", target_model=model, draft=draft, gamma=depth, stop_below_prob=0,
+                                   tree_nodes=nodes, tree_topk=topk)
+        strategy.begin(request)
+        proposal = strategy.propose(request, max_tokens=10)
+        best = sorted(everything, key=lambda c: (-c[2], len(c[0])))[:nodes]
+        assert {(r, t[-1]) for r, t, _ in best} == {(tuple(c), t) for c, t in zip(proposal.tree.choices,
+                                                                                       proposal.tokens.tolist())}
+        nodes_run[nodes] = strategy.draft.length - strategy.verified  # tree nodes fed to the draft
+    assert nodes_run[18] == 2 * topk  # depths 1 and 2 run, for a tree 3 deep
+    assert nodes_run[2] < nodes_run[18]  # two depth-1 nodes outscore every depth-2 one: no second pass
 
 
 def test_with_a_prefix_cache_the_draft_starts_after_the_cached_prompt():

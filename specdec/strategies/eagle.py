@@ -57,8 +57,9 @@ class Eagle(DraftModel):
         """EAGLE-2's dynamic tree: a node's score is the draft's joint log-probability of its path.
         Depth by depth, the tree_topk best-scored new nodes go through the draft in one pass (each
         sees the verified positions and its ancestors) and each proposes its tree_topk best next
-        tokens. Of all nodes proposed, the tree_nodes best-scored are verified: a node never scores
-        above its parent, so they form a tree."""
+        tokens, until the tree is `depth` deep or no deeper node could make the cut. Of all nodes
+        proposed, the tree_nodes best-scored are verified: a node never scores above its parent,
+        so they form a tree."""
         logits, parent_hidden = self._catch_up(request), self.predicted
         paths, parent_slots, parent_scores = [()], [-1], torch.zeros(1, device=request.device)
         seen = torch.zeros(0, 0, dtype=torch.bool, device=request.device)  # run nodes' ancestors among run nodes
@@ -70,7 +71,7 @@ class Eagle(DraftModel):
             level = [(s, paths[i // self.tree_topk] + (i % self.tree_topk,), t)
                      for i, (s, t) in enumerate(zip(scores.tolist(), tokens.tolist()))]
             candidates += level
-            if d == depth:
+            if d == depth or cannot_enter(candidates, self.tree_nodes, max(s for s, _, _ in level)):
                 break
             chosen = scores.topk(min(self.tree_topk, len(level))).indices  # the frontier to run through the draft
             rows = (chosen // self.tree_topk).tolist()
@@ -131,6 +132,13 @@ class DraftLevel:
 
     def position_ids(self, cached: int, device) -> torch.Tensor:
         return torch.full((1, len(self.seen)), self.position, device=device)
+
+
+def cannot_enter(candidates: list, size: int, best_new: float) -> bool:
+    """Whether no deeper node can be among the `size` best-scored: each scores at most its parent,
+    so at most `best_new`, and `size` nodes already score above it. Drafting stops there (as the
+    chain's confidence stop does, but without changing the tree)."""
+    return len(candidates) >= size and sorted((s for s, _, _ in candidates), reverse=True)[size - 1] > best_new
 
 
 def grown_ancestors(seen: torch.Tensor, parents: list[int]) -> torch.Tensor:
