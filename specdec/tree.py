@@ -5,8 +5,11 @@ per depth ((0,) is head 1's best token, (0, 1) head 2's second best after it). R
 verify pass is the pending token (the root); row i is node i, nodes sorted by depth. Built
 once per tree: the ancestor mask (a node attends to the cache, its ancestors and itself),
 the depths (position ids = cached length + depth) and the root-to-leaf paths that the
-acceptance rules walk (Medusa's retrieval indices).
+acceptance rules walk (Medusa's retrieval indices). A draft that grows its own tree (EAGLE-2)
+runs it through the draft depth by depth: DraftLevel is one depth's mask and positions there.
 """
+
+from dataclasses import dataclass
 
 import torch
 
@@ -74,6 +77,38 @@ class Tree:
     def pruned(self, max_depth: int) -> "Tree":
         """The nodes at depth <= max_depth (when fewer tokens may still be generated)."""
         return Tree([c for c in self.choices if len(c) <= max_depth])
+
+
+@dataclass
+class DraftLevel:
+    """One depth of a draft tree in one draft pass, given to CachedModel.forward as a tree: its
+    rows sit at one position and see the cached verified positions, their ancestors among the
+    nodes run before (the last columns of `seen`) and themselves."""
+
+    seen: torch.Tensor  # (rows, run nodes incl. these rows) bool
+    position: int
+
+    def attention_mask(self, cached: int, dtype: torch.dtype, device) -> torch.Tensor:
+        rows, run = self.seen.shape
+        mask = torch.zeros(1, 1, rows, cached + rows, dtype=dtype, device=device)
+        mask[0, 0, :, cached + rows - run :].masked_fill_(~self.seen, torch.finfo(dtype).min)
+        return mask
+
+    def position_ids(self, cached: int, device) -> torch.Tensor:
+        return torch.full((1, len(self.seen)), self.position, device=device)
+
+
+def grown_ancestors(seen: torch.Tensor, parents: list[int]) -> torch.Tensor:
+    """The (n, n) ancestors-or-self matrix of the nodes run so far, grown by new nodes with the given
+    parents (-1: the root, not a run node)."""
+    n, m = len(seen), len(parents)
+    grown = torch.zeros(n + m, n + m, dtype=torch.bool, device=seen.device)
+    grown[:n, :n] = seen
+    for i, parent in enumerate(parents):
+        if parent >= 0:
+            grown[n + i, :n] = seen[parent]
+        grown[n + i, n + i] = True
+    return grown
 
 
 def chain(depth: int) -> list[list[int]]:

@@ -11,8 +11,6 @@ feeds its own predicted hidden state back in. Everything else (gamma, the heuris
 schedule, the confidence stop, rollback) is the `draft` strategy's.
 """
 
-from dataclasses import dataclass
-
 import torch
 
 from specdec.eagle_draft import EagleDraft, load_eagle_draft
@@ -21,7 +19,7 @@ from specdec.few_row_linear import shared_copy
 from specdec.models import Layout
 from specdec.strategies.base import Proposal, Request, register
 from specdec.strategies.draft import DraftModel
-from specdec.tree import Tree, supports_tree_attention
+from specdec.tree import DraftLevel, Tree, grown_ancestors, supports_tree_attention
 from specdec.verify import tree_greedy, tree_sampling
 
 
@@ -46,7 +44,7 @@ class Eagle(DraftModel):
             check_tree_options(target_model, tree_nodes, tree_topk, gamma_schedule, stop_below_prob)
         self.tree_nodes, self.tree_topk = tree_nodes, tree_topk
         self.verified = 0  # draft positions fed with the target's true hidden states (kept after a step)
-        self.predicted = None  # (n, d) the draft's guesses of the target's hidden state after its last pass
+        self.predicted = None  # (1, d) the draft's guess of the target's hidden state at its next position
 
     def propose(self, request: Request, max_tokens: int) -> Proposal:
         if self.tree_nodes is None or min(self.gamma, max_tokens) <= 0:
@@ -115,43 +113,11 @@ class Eagle(DraftModel):
         return self.verified
 
 
-@dataclass
-class DraftLevel:
-    """One depth of a draft tree in one draft pass, given to CachedModel.forward as a tree: its
-    rows sit at one position and see the cached verified positions, their ancestors among the
-    nodes run before (the last columns of `seen`) and themselves."""
-
-    seen: torch.Tensor  # (rows, run nodes incl. these rows) bool
-    position: int
-
-    def attention_mask(self, cached: int, dtype: torch.dtype, device) -> torch.Tensor:
-        rows, run = self.seen.shape
-        mask = torch.zeros(1, 1, rows, cached + rows, dtype=dtype, device=device)
-        mask[0, 0, :, cached + rows - run :].masked_fill_(~self.seen, torch.finfo(dtype).min)
-        return mask
-
-    def position_ids(self, cached: int, device) -> torch.Tensor:
-        return torch.full((1, len(self.seen)), self.position, device=device)
-
-
 def cannot_enter(candidates: list, size: int, best_new: float) -> bool:
     """Whether no deeper node can be among the `size` best-scored: each scores at most its parent,
     so at most `best_new`, and `size` nodes already score above it. Drafting stops there (as the
     chain's confidence stop does, but without changing the tree)."""
     return len(candidates) >= size and sorted((s for s, _, _ in candidates), reverse=True)[size - 1] > best_new
-
-
-def grown_ancestors(seen: torch.Tensor, parents: list[int]) -> torch.Tensor:
-    """The (n, n) ancestors-or-self matrix of the nodes run so far, grown by new nodes with the given
-    parents (-1: the root, not a run node)."""
-    n, m = len(seen), len(parents)
-    grown = torch.zeros(n + m, n + m, dtype=torch.bool, device=seen.device)
-    grown[:n, :n] = seen
-    for i, parent in enumerate(parents):
-        if parent >= 0:
-            grown[n + i, :n] = seen[parent]
-        grown[n + i, n + i] = True
-    return grown
 
 
 def check_tree_options(target_model, tree_nodes, tree_topk, gamma_schedule: str, stop_below_prob: float) -> None:
