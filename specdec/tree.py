@@ -66,10 +66,7 @@ class Tree:
     def attention_mask(self, cached: int, dtype: torch.dtype, device) -> torch.Tensor:
         """(1, 1, size + 1, cached + size + 1) additive mask: 0 where a row may attend (every cached
         token, its ancestors, itself), the dtype's minimum elsewhere."""
-        rows = self.size + 1
-        mask = torch.zeros(1, 1, rows, cached + rows, dtype=dtype, device=device)
-        mask[0, 0, :, cached:].masked_fill_(self.tensors(device)["hidden"], torch.finfo(dtype).min)
-        return mask
+        return additive_mask(cached, self.tensors(device)["hidden"], dtype)
 
     def position_ids(self, cached: int, device) -> torch.Tensor:
         return (cached + self.tensors(device)["depths"])[None]
@@ -89,13 +86,20 @@ class DraftLevel:
     position: int
 
     def attention_mask(self, cached: int, dtype: torch.dtype, device) -> torch.Tensor:
-        rows, run = self.seen.shape
-        mask = torch.zeros(1, 1, rows, cached + rows, dtype=dtype, device=device)
-        mask[0, 0, :, cached + rows - run :].masked_fill_(~self.seen, torch.finfo(dtype).min)
-        return mask
+        return additive_mask(cached, ~self.seen, dtype)
 
     def position_ids(self, cached: int, device) -> torch.Tensor:
         return torch.full((1, len(self.seen)), self.position, device=device)
+
+
+def additive_mask(cached: int, blocked: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(1, 1, rows, cached + rows) additive mask for `rows` new tokens after `cached` ones: 0 where
+    a row may attend, the dtype's minimum where `blocked` (rows, last columns) says it may not;
+    the columns before those are always visible."""
+    rows, tail = blocked.shape
+    mask = torch.zeros(1, 1, rows, cached + rows, dtype=dtype, device=blocked.device)
+    mask[0, 0, :, cached + rows - tail :].masked_fill_(blocked, torch.finfo(dtype).min)
+    return mask
 
 
 def grown_ancestors(seen: torch.Tensor, parents: list[int]) -> torch.Tensor:
@@ -146,3 +150,10 @@ def supports_tree_attention(model) -> bool:
     alone = as_chain.forward(torch.tensor(ids[5:], device=as_chain.device))[0].float()
     # equal up to float rounding (different kernels for different row counts); an ignored mask is off by far more
     return (logits[2].float() - alone).abs().max().item() <= 1e-3 * (1 + alone.abs().max().item())
+
+
+def require_tree_attention(model, needs: str, fix: str) -> None:
+    """A ConfigError naming `fix` unless the model honours tree masks (supports_tree_attention)."""
+    if not supports_tree_attention(model):
+        raise ConfigError(f"{type(model).__name__} does not honour a 4D attention mask with position ids, "
+                          f"which {needs} needs: {fix}")

@@ -19,7 +19,7 @@ from specdec.few_row_linear import shared_copy
 from specdec.models import Layout
 from specdec.strategies.base import Proposal, Request, register
 from specdec.strategies.draft import DraftModel
-from specdec.tree import DraftLevel, Tree, grown_ancestors, supports_tree_attention
+from specdec.tree import DraftLevel, Tree, grown_ancestors, require_tree_attention
 from specdec.verify import tree_greedy, tree_sampling
 
 
@@ -47,9 +47,10 @@ class Eagle(DraftModel):
         self.predicted = None  # (1, d) the draft's guess of the target's hidden state at its next position
 
     def propose(self, request: Request, max_tokens: int) -> Proposal:
-        if self.tree_nodes is None or min(self.gamma, max_tokens) <= 0:
+        depth = min(self.gamma, max_tokens)
+        if self.tree_nodes is None or depth <= 0:
             return super().propose(request, max_tokens)
-        return self._propose_tree(request, depth=min(self.gamma, max_tokens))
+        return self._propose_tree(request, depth)
 
     def _propose_tree(self, request: Request, depth: int) -> Proposal:
         """EAGLE-2's dynamic tree: a node's score is the draft's joint log-probability of its path.
@@ -129,6 +130,4 @@ def check_tree_options(target_model, tree_nodes, tree_topk, gamma_schedule: str,
         raise ConfigError("strategy.tree_nodes drafts a tree as deep as strategy.gamma; the chain's "
                           "gamma_schedule and stop_below_prob do not apply: set strategy.gamma_schedule=constant "
                           "strategy.stop_below_prob=0 (or use strategy=eagle_tree)")
-    if not supports_tree_attention(target_model):
-        raise ConfigError(f"{type(target_model).__name__} does not honour a 4D attention mask with position ids, "
-                          "which tree drafting needs: set strategy.tree_nodes=null for a chain")
+    require_tree_attention(target_model, "tree drafting", "set strategy.tree_nodes=null for a chain")

@@ -14,7 +14,7 @@ from specdec.errors import ConfigError
 from specdec.medusa_heads import MedusaHeads, load_medusa_heads
 from specdec.models import Layout, frequent_token_head
 from specdec.strategies.base import Proposal, Request, Strategy, register
-from specdec.tree import Tree, best_tree, chain, supports_tree_attention
+from specdec.tree import Tree, best_tree, chain, require_tree_attention
 from specdec.verify import tree_greedy, tree_sampling, typical_acceptance
 
 ACCEPTANCE = ("typical", "exact")
@@ -32,9 +32,8 @@ class Medusa(Strategy):
                  layout: Layout = Layout()):
         if acceptance not in ACCEPTANCE:
             raise ConfigError(f"strategy.acceptance must be one of {', '.join(ACCEPTANCE)} (got {acceptance!r})")
-        if not supports_tree_attention(target_model):
-            raise ConfigError(f"{type(target_model).__name__} does not honour a 4D attention mask with position ids, "
-                              "which tree verification needs: use a strategy with chain drafts (draft, prompt_lookup)")
+        require_tree_attention(target_model, "tree verification",
+                               "use a strategy with chain drafts (draft, prompt_lookup)")
         if isinstance(heads, MedusaHeads):
             self.heads, config = heads, {}
         else:
