@@ -3,16 +3,20 @@ input) at every position, which EAGLE's draft and Medusa's heads train on.
 
 Most come free with the answers (experiments.batch_generate keeps them while the target
 answers); the rest (sequences answered before a resume) take one batched pass here. They are
-stored by row id in the work directory, so a rerun computes only what is missing.
+stored by row id in the work directory, so a rerun computes only what is missing. Each seed in
+`data.seeds` draws its own passages and prompts (seeded_data): more data, answered in
+work_dir/seed-N, so the EAGLE draft and the Medusa heads can train on the same files.
 """
 
+import hashlib
 import random
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from experiments.train_draft import batches
+from experiments.train_draft import answered_prompts, batches
 
 
 @torch.no_grad()
@@ -42,3 +46,27 @@ def features(rows: list[dict], target, path: Path, known: dict | None = None,
 
 def sequence(row: dict) -> list[int]:
     return row["prompt_ids"] + row["answer_ids"]
+
+
+def seeded_data(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[dict], list[torch.Tensor], float]:
+    """One data set per seed in data.seeds (the recipe's passages and prompts drawn with that seed,
+    answered in work/seed-N, resumable), with their features: (rows, hidden states, minutes of answering)."""
+    data, hidden, minutes = [], [], 0.0
+    for seed in cfg.data.seeds:
+        directory = work / f"seed-{seed}"
+        directory.mkdir(parents=True, exist_ok=True)
+        part = cfg.copy()
+        part.seed = seed
+        answering = {}  # hidden states kept while answering: no feature pass over those rows
+        rows, spent = answered_prompts(part, target, tokenizer, directory, answering)
+        states = features(rows, target, directory / "features.pt", answering)
+        for index, row in enumerate(rows, start=len(hidden)):  # the row's features: hidden[row["index"]]
+            row["index"] = index
+            row["id"] = f"{seed}/{row['id']}"
+        data, hidden, minutes = data + rows, hidden + states, minutes + spent
+    return data, hidden, minutes
+
+
+def data_digest(work: Path, seeds) -> str:
+    """sha256 of the seeds' data.jsonl files, in seed order: the data hash a trained checkpoint records."""
+    return hashlib.sha256(b"".join((work / f"seed-{seed}" / "data.jsonl").read_bytes() for seed in seeds)).hexdigest()

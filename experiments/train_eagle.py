@@ -24,7 +24,6 @@ Recipe:
    tokens_by_frequency.json into `out_dir` (specdec.eagle_draft.load_eagle_draft).
 """
 
-import hashlib
 import logging
 import random
 from pathlib import Path
@@ -35,8 +34,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from transformers import DynamicCache
 
-from experiments.features import features, sequence
-from experiments.train_draft import answered_prompts, batches
+from experiments.features import data_digest, seeded_data, sequence
+from experiments.train_draft import batches
 from experiments.training import cpu_dtype, optimize, run_entry_point, training_record
 from specdec.cached_model import cache_argument
 from specdec.eagle_draft import EagleDraft, new_eagle_draft, save_eagle_draft
@@ -140,25 +139,6 @@ def train(cfg: DictConfig, draft: EagleDraft, rows, held_out, hidden, subset, wo
             "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1": after}
 
 
-def seeded_data(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[dict], list[torch.Tensor], float]:
-    """One data set per seed in data.seeds (the recipe's passages and prompts drawn with that seed,
-    answered in work/seed-N, resumable), with their features: (rows, hidden states, minutes of answering)."""
-    data, hidden, minutes = [], [], 0.0
-    for seed in cfg.data.seeds:
-        directory = work / f"seed-{seed}"
-        directory.mkdir(parents=True, exist_ok=True)
-        part = cfg.copy()
-        part.seed = seed
-        answering = {}  # hidden states kept while answering: no feature pass over those rows
-        rows, spent = answered_prompts(part, target, tokenizer, directory, answering)
-        states = features(rows, target, directory / "features.pt", answering)
-        for index, row in enumerate(rows, start=len(hidden)):  # the row's features: hidden[row["index"]]
-            row["index"] = index
-            row["id"] = f"{seed}/{row['id']}"
-        data, hidden, minutes = data + rows, hidden + states, minutes + spent
-    return data, hidden, minutes
-
-
 def train_eagle(cfg: DictConfig) -> dict:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -176,8 +156,7 @@ def train_eagle(cfg: DictConfig) -> dict:
     subset = frequent_token_head(target.get_output_embeddings().weight, out, cfg.train.head_tokens)
     draft = new_eagle_draft(target, cfg.train.init_layer, cfg.train.num_layers)
     results = train(cfg, draft, rows, [r for r in data if r["id"] in held_ids], hidden, subset, work)
-    digest = hashlib.sha256(b"".join((work / f"seed-{seed}" / "data.jsonl").read_bytes() for seed in cfg.data.seeds))
-    meta = training_record(cfg, data, digest.hexdigest(), data_minutes, results)
+    meta = training_record(cfg, data, data_digest(work, cfg.data.seeds), data_minutes, results)
     save_eagle_draft(draft, out, meta)
     return meta
 

@@ -2,7 +2,9 @@
 
 Recipe:
 1. data: the trained-draft recipe (experiments.train_draft.generate_data): the target's own
-   greedy and sampled answers to training prompts disjoint from every evaluation suite.
+   greedy and sampled answers to training prompts disjoint from every evaluation suite, once
+   per seed in `data.seeds` (experiments.features.seeded_data; the EAGLE draft's recipe, so
+   both can train on the same files).
 2. features (experiments.features): the input of the target's LM head (its last hidden
    state) at every answer position, kept while the target answers; head k's label there is
    the token k + 2 ahead.
@@ -19,7 +21,6 @@ Recipe:
    default tree, data hash) + tokens_by_frequency.json into `out_dir`.
 """
 
-import hashlib
 import logging
 import random
 from pathlib import Path
@@ -27,12 +28,11 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments.cost_model import measure_costs
-from experiments.features import features, sequence
-from experiments.train_draft import answered_prompts
-from experiments.training import optimize, run_entry_point
+from experiments.features import data_digest, seeded_data, sequence
+from experiments.training import optimize, run_entry_point, training_record
 from specdec.medusa_heads import MedusaHeads, save_medusa_heads
 from specdec.models import (
     decoding_model,
@@ -136,9 +136,7 @@ def train_medusa(cfg: DictConfig) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     target, tokenizer = load_model(cfg.model.name_or_path, torch.device("cpu"), torch.float32)
     target.requires_grad_(False)
-    answering = {}  # hidden states kept while answering: no feature pass over those rows
-    data, data_minutes = answered_prompts(cfg, target, tokenizer, work, answering)
-    states = features(data, target, work / "states.pt", answering)
+    data, states, data_minutes = seeded_data(cfg, target, tokenizer, work)
     rng = random.Random(cfg.seed)
     held_out = {r["id"] for r in data if not r["sampled"] and rng.random() < cfg.train.held_out_share}
     pairs = list(zip(data, states))
@@ -155,10 +153,8 @@ def train_medusa(cfg: DictConfig) -> dict:
     results = train(cfg, heads, subset, hidden, labels, work)
     after = accuracy(heads, subset, held_hidden, held_labels)
     log.info("held-out top-1 per head %s (before %s), top-5 %s", after["top1"], before["top1"], after["top5"])
-    meta = {"target": cfg.model.name_or_path, "config": OmegaConf.to_container(cfg, resolve=True),
-            "data_sha256": hashlib.sha256((work / "data.jsonl").read_bytes()).hexdigest(),
-            "data_sequences": len(data), "train_positions": len(hidden), "held_out_positions": len(held_hidden),
-            "data_minutes": round(data_minutes, 1), **results,
+    results |= {"train_positions": len(hidden), "held_out_positions": len(held_hidden)}
+    meta = {**training_record(cfg, data, data_digest(work, cfg.data.seeds), data_minutes, results),
             "held_out_top1_before": before["top1"], "held_out_top1": after["top1"], "held_out_top5": after["top5"],
             "topk_accuracy": after["topk_accuracy"], **default_tree(cfg, target, after["topk_accuracy"])}
     save_medusa_heads(heads, out, meta)

@@ -146,6 +146,7 @@ def test_train_medusa_trains_exports_resumes_and_runs(tmp_path):
             f"work_dir={tmp_path / 'work'}", f"out_dir={tmp_path / 'heads'}", f"hydra.run.dir={tmp_path / 'run'}"]
     meta, summary = train_resume_and_run(tmp_path, "medusa", args, tmp_path / "heads", "medusa_config.json",
                                          "medusa_heads.safetensors", "heads")
+    assert meta["data_sequences"] == 2 * (2 + 16)  # two seeds, as the EAGLE draft's
     assert len(meta["held_out_top1"]) == len(meta["held_out_top5"]) == len(meta["topk_accuracy"]) == 3
     assert 1 <= len(meta["default_tree"]) <= 4 and meta["tree_choice"]["nodes"] == len(meta["default_tree"])
     assert summary["match_baseline"] == 1.0 and len(summary["head_accuracy"]) == 3

@@ -13,7 +13,7 @@ from conftest import baseline_and_eos, decode_with, mimic_eagle, random_eagle, r
 from omegaconf import OmegaConf
 
 from caching.prefix import PrefixCache
-from experiments import train_eagle
+from experiments import features as training_data
 from experiments.features import features
 from experiments.train_eagle import (
     group_loss,
@@ -261,9 +261,9 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path):
 
 
 def test_each_seed_adds_its_own_data_set(tmp_path, monkeypatch):
-    """data.seeds: one answered data set per seed in work/seed-N, joined with globally unique ids and
-    indices that point at each row's own hidden states; states kept while answering are used as
-    they are, the others computed."""
+    """data.seeds (the EAGLE draft's and the Medusa heads' data): one answered data set per seed
+    in work/seed-N, joined with globally unique ids and indices that point at each row's own
+    hidden states; states kept while answering are used as they are, the others computed."""
     model = tiny("llama")
 
     def answered(cfg, target, tokenizer, directory, states):
@@ -274,9 +274,9 @@ def test_each_seed_adds_its_own_data_set(tmp_path, monkeypatch):
         states["p-0"] = torch.full((9, model.config.hidden_size), 7.0, dtype=torch.bfloat16)
         return rows, 1.5
 
-    monkeypatch.setattr(train_eagle, "answered_prompts", answered)
+    monkeypatch.setattr(training_data, "answered_prompts", answered)
     cfg = OmegaConf.create({"seed": 0, "data": {"seeds": [0, 1]}, "train": {"batch_tokens": 64}})
-    data, hidden, minutes = train_eagle.seeded_data(cfg, model, None, tmp_path)
+    data, hidden, minutes = training_data.seeded_data(cfg, model, None, tmp_path)
     assert [r["id"] for r in data] == ["0/p-0", "0/p-1", "0/p-2", "1/p-0", "1/p-1", "1/p-2"]
     assert minutes == 3.0 and len(hidden) == 6 and (tmp_path / "seed-1" / "features.pt").exists()
     for row in data:
