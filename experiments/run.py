@@ -107,6 +107,14 @@ def previous_records(path: Path, runners: dict) -> list[dict]:
     return records
 
 
+def experiment_prompts(dataset: DictConfig) -> list[dict]:
+    """The prompts of the dataset config: a public suite from its hub, else a file or a shipped suite."""
+    if dataset.get("hub") and not dataset.path:
+        return load_public_prompts(OmegaConf.to_container(dataset.hub), dataset.limit,
+                                   HydraConfig.get().runtime.choices.get("dataset", "public"))
+    return load_prompts(dataset.path, dataset.limit, dataset.suite)
+
+
 def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] | None = None) -> dict:
     """Run the baseline, `strategies` (label -> strategy config; default cfg.strategy) and the
     anchors on the prompts; a run directory with results.jsonl already in it is resumed."""
@@ -119,11 +127,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
     generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
     generation.validate()
     check_cache_config(cfg.cache)
-    if cfg.dataset.get("hub") and not cfg.dataset.path:
-        prompts = load_public_prompts(OmegaConf.to_container(cfg.dataset.hub), cfg.dataset.limit,
-                                      HydraConfig.get().runtime.choices.get("dataset", "public"))
-    else:
-        prompts = load_prompts(cfg.dataset.path, cfg.dataset.limit, cfg.dataset.suite)
+    prompts = experiment_prompts(cfg.dataset)
     torch.manual_seed(cfg.runtime.seed)
     target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
     runners = build_runners(cfg, target, tokenizer, device, dtype, strategies)

@@ -1,6 +1,7 @@
 """The entry points end to end with model=tiny-random: `experiments.run` (files, summary,
 sweeps, errors), `experiments.profile_step`, `experiments.train_draft`,
-`experiments.train_medusa` and `experiments.train_eagle` (with resume)."""
+`experiments.train_medusa` (and `experiments.medusa_trees` on its heads) and
+`experiments.train_eagle` (with resume)."""
 
 import json
 import os
@@ -151,6 +152,17 @@ def test_train_medusa_trains_exports_resumes_and_runs(tmp_path):
     assert 1 <= len(meta["default_tree"]) <= 4 and meta["tree_choice"]["nodes"] == len(meta["default_tree"])
     assert summary["match_baseline"] == 1.0 and len(summary["head_accuracy"]) == 3
     assert summary["acceptance_rate"] is None and summary["per_position_acceptance"]
+    # the tree sweep on the same prompts: the default tree is the best tree of its size, so it
+    # finds the mean accepted tokens that decoding with it measured
+    result = run(f"strategy.heads={tmp_path / 'heads'}", "strategy.head_tokens=100", "dataset.limit=2",
+                 "generation.max_new_tokens=10", "sizes=[1,2,3,4]", f"hydra.run.dir={tmp_path / 'trees'}",
+                 module="experiments.medusa_trees")
+    sweep = json.loads((tmp_path / "trees" / "medusa_trees.json").read_text())
+    assert sweep["prompts"] == 2 and "| nodes | depth | mean accepted |" in result.stdout
+    default_tree = json.loads((tmp_path / "heads" / "medusa_config.json").read_text())["default_tree"]  # the resume's
+    assert sweep["sizes"][str(len(default_tree))]["mean_accepted"] == round(summary["mean_accepted"], 3)
+    wrong = run("strategy=draft", f"hydra.run.dir={tmp_path / 'wrong'}", module="experiments.medusa_trees", check=False)
+    assert wrong.returncode == 2 and "sweeps Medusa trees: drop strategy=draft" in wrong.stderr + wrong.stdout
 
 
 def test_train_eagle_trains_exports_resumes_and_runs(tmp_path):

@@ -11,6 +11,8 @@ import torch
 from conftest import baseline_and_eos, decode_with, random_prompt, tiny
 from safetensors.torch import load_file
 
+from experiments.medusa_trees import accepted_per_pass, answer_ranks
+
 from specdec import ConfigError, Decoder, GenerationConfig
 from specdec.cached_model import CachedModel
 from specdec.medusa_heads import SHIPPED, MedusaHeads, load_medusa_heads, save_medusa_heads
@@ -113,6 +115,29 @@ def test_greedy_medusa_equals_the_baseline(arch, tree_name):
                           tree=TREES[tree_name])
         assert got.token_ids == expected.token_ids, (arch, tree_name, trial)
         assert got.stop_reason == expected.stop_reason
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_tree_sweep_from_the_baseline_answer_equals_decoding(arch):
+    """experiments.medusa_trees: the passes it derives from the baseline's greedy answer and the
+    heads' ranks there are the passes decoding with the tree makes, one by one (fresh heads accept
+    often on a repetitive prompt, random heads seldom; EOS mid-answer and the token budget end runs)."""
+    model = tiny(arch)
+    rng = random.Random(arch)
+    for trial in range(6):
+        prompt = [5] * 30 if trial % 3 == 0 else random_prompt(rng)
+        config = GenerationConfig(max_new_tokens=rng.randint(1, 40))
+        expected, eos = baseline_and_eos(model, prompt, config, trial)
+        heads = MedusaHeads(model.config.hidden_size, model.config.vocab_size, 4) if trial % 2 == 0 \
+            else random_heads(model, trial)
+        for tree in TREES.values():
+            strategy = create_strategy("medusa", target_model=model, heads=heads, tree=tree)
+            result = Decoder(model, strategy, eos_token_ids=eos).generate(prompt, config)
+            assert result.token_ids == expected.token_ids
+            passes = accepted_per_pass(answer_ranks(strategy, model, prompt, expected.token_ids), tree,
+                                       config.max_new_tokens)
+            metrics = result.metrics.to_dict()
+            assert passes == metrics["accepted_per_step"] and 1 + len(passes) == metrics["target_forwards"]
 
 
 def test_fresh_heads_and_the_metrics_of_a_tree_strategy():
