@@ -11,25 +11,24 @@ equals what decoding measures (tests/test_medusa.py); speed still needs experime
 Writes medusa_trees.json into the Hydra run directory and prints a table.
 """
 
-import json
-import logging
-import sys
-from pathlib import Path
-
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from experiments.entry_point import measure_and_report
 from experiments.prompts import encode
 from experiments.run import experiment_prompts
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
-from specdec.models import load_model, resolve_device, resolve_dtype, runtime_layout, runtime_model
+from specdec.models import (
+    load_model,
+    resolve_device,
+    resolve_dtype,
+    runtime_layout,
+    runtime_model,
+)
 from specdec.strategies import create_strategy
-
-log = logging.getLogger("experiments.medusa_trees")
 
 
 @torch.inference_mode()
@@ -119,15 +118,7 @@ def table(result: dict) -> str:
 
 @hydra.main(config_path="../configs", config_name="medusa_trees", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        result = sweep(cfg)
-    except ConfigError as e:
-        log.error("%s", e)
-        sys.exit(2)
-    (run_dir / "medusa_trees.json").write_text(json.dumps(result, indent=2))
-    print(table(result))
-    print(f"\nresults in {run_dir}")
+    measure_and_report(sweep, cfg, "medusa_trees.json", table)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,15 @@ matrix products put under a step. A torch profile of one of our decode steps giv
 breakdown. Writes step_profile.json into the Hydra run directory.
 """
 
-import json
-import logging
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from experiments.entry_point import measure_and_report
 from experiments.provenance import environment
 from specdec.cached_model import CachedModel
 from specdec.decoding import sync
@@ -35,7 +31,6 @@ from specdec.models import (
     runtime_model,
 )
 
-log = logging.getLogger("experiments.profile_step")
 
 # torch op name -> part of the step, for the breakdown (by op name, so approximate)
 PARTS = {
@@ -143,6 +138,7 @@ def profile_step(cfg: DictConfig) -> dict:
         "context_tokens": cfg.context_tokens,
         "repeats": cfg.repeats,
         "runtime": OmegaConf.to_container(cfg.runtime),
+        "environment": environment(resolve_device(cfg.runtime.device)),
     }
 
 
@@ -163,16 +159,7 @@ def report(profile: dict) -> str:
 
 @hydra.main(config_path="../configs", config_name="profile_step", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        profile = profile_step(cfg)
-    except ConfigError as e:
-        log.error("%s", e)
-        sys.exit(2)
-    profile["environment"] = environment(resolve_device(cfg.runtime.device))
-    (run_dir / "step_profile.json").write_text(json.dumps(profile, indent=2))
-    print(report(profile))
-    print(f"\nstep_profile.json in {run_dir}")
+    measure_and_report(profile_step, cfg, "step_profile.json", report)
 
 
 if __name__ == "__main__":
