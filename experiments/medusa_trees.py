@@ -39,11 +39,8 @@ def answer_ranks(strategy, target, prompt: list[int], answer: list[int]) -> torc
     hidden = target.get_decoder()(input_ids=tokens).last_hidden_state[0, len(prompt) - 1 : -1]
     scores = strategy.heads(hidden, strategy.lm_head).float()  # (n, K, V), as propose() scores them
     n, heads, vocab = scores.shape
-    ahead = torch.full((n, heads), -1, dtype=torch.long)
-    for t in range(n):
-        future = answer[t + 1 : t + 1 + heads]
-        ahead[t, : len(future)] = torch.tensor(future, dtype=torch.long)
-    ahead = ahead.to(scores.device)
+    padded = torch.tensor(answer[1:] + [-1] * heads, device=scores.device)
+    ahead = padded.unfold(0, heads, 1)[:n]  # row t: answer[t + 1 : t + 1 + heads], -1 past the end
     true_score = scores.gather(-1, ahead.clamp_min(0).unsqueeze(-1))
     ranks = (scores > true_score).sum(-1)
     return torch.where(ahead >= 0, ranks, vocab).cpu()
@@ -55,10 +52,10 @@ def accepted_per_pass(ranks: torch.Tensor, tree: list[list[int]], max_new_tokens
     next tokens, no deeper than the token budget leaves room for (the pass's own bonus token
     included), nor past the answer's end. The prefill gives answer[0]; a pass commits its
     accepted tokens and then the target's next one, unless the answer ended with them (an EOS)."""
-    nodes = {tuple(path) for path in tree}
+    nodes, tree_depth = {tuple(path) for path in tree}, max(map(len, tree))
     passes, t = [], 0  # t: the answer token pending as the root, committed by the previous pass
     while t < len(ranks) - 1:
-        depth = min(max(map(len, tree)), max_new_tokens - t - 2, len(ranks) - 1 - t)
+        depth = min(tree_depth, max_new_tokens - t - 2, len(ranks) - 1 - t)
         path = ()
         while len(path) < depth and path + (int(ranks[t, len(path)]),) in nodes:
             path += (int(ranks[t, len(path)]),)
@@ -77,10 +74,7 @@ def sweep(cfg: DictConfig) -> dict:
     ours = runtime_model(target, cfg.runtime)
     options = {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k not in ("name", "tree")}
 
-    def medusa(tree=None):  # what strategy=medusa strategy.tree=N runs
-        return create_strategy("medusa", target_model=ours, layout=runtime_layout(cfg.runtime), tree=tree, **options)
-
-    scorer = medusa()
+    scorer = create_strategy("medusa", target_model=ours, layout=runtime_layout(cfg.runtime), **options)
     baseline = Decoder(ours, create_strategy("baseline"), tokenizer, eos_ids_of(target, tokenizer),
                        kv_cache=cfg.runtime.kv_cache)
     generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
@@ -94,7 +88,7 @@ def sweep(cfg: DictConfig) -> dict:
         answers.append((p["category"], answer, answer_ranks(scorer, target, prompt, answer)))
     sizes = {}
     for size in cfg.sizes:
-        tree = medusa(size).tree.choices
+        tree = scorer.tree_choices(size)  # what strategy=medusa strategy.tree=N runs
         by_category = {}  # category -> (new tokens, target passes: the prefill and each verify pass)
         for category, answer, ranks in answers:
             tokens, passes = by_category.get(category, (0, 0))

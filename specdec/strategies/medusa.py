@@ -38,7 +38,8 @@ class Medusa(Strategy):
             self.heads, config = heads, {}
         else:
             self.heads, config = load_medusa_heads(heads, target_model)
-        self.tree = Tree(self._choices(tree, config))
+        self.heads_config = config  # the heads' training record (medusa_config.json): default tree, accuracies
+        self.tree = Tree(self.tree_choices(tree))
         if self.tree.depth > self.heads.num_heads:
             raise ConfigError(f"strategy.tree is {self.tree.depth} deep but there are {self.heads.num_heads} Medusa heads")
         self.lm_head = self._lm_head(target_model, head_tokens, config, layout)
@@ -47,9 +48,11 @@ class Medusa(Strategy):
         self.pruned: dict[int, Tree] = {}
         self.guesses: list[tuple[int, torch.Tensor]] = []
 
-    def _choices(self, tree, config: dict) -> list[list[int]]:
-        """A list of paths as given; an int N: the best N-node tree for the heads' measured top-k
-        accuracy; None: the heads' default tree (else a chain as deep as there are heads)."""
+    def tree_choices(self, tree) -> list[list[int]]:
+        """strategy.tree as paths: a list of paths as given; an int N: the best N-node tree for the
+        heads' measured top-k accuracy; None: the heads' default tree (else a chain as deep as
+        there are heads)."""
+        config = self.heads_config
         if tree is None:
             return config.get("default_tree") or chain(self.heads.num_heads)
         if isinstance(tree, int) and not isinstance(tree, bool):
