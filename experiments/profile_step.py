@@ -34,7 +34,7 @@ from specdec.models import (
 
 # torch op name -> part of the step, for the breakdown (by op name, so approximate)
 PARTS = {
-    "matrix products": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul"),
+    "matrix products": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "mkldnn::_linear_pointwise"),
     "cache": ("aten::cat", "aten::copy_", "aten::index_copy_", "aten::slice_scatter", "aten::index_select"),
     "attention": ("aten::_scaled_dot_product", "aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::where"),
 }

@@ -10,21 +10,21 @@ import torch.nn.functional as F
 from conftest import ARCHITECTURES, random_prompt, tiny
 
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.few_row_linear import MAX_ROWS, PRODUCTS, FewRowLinear, few_row_linears
+from specdec.few_row_linear import COPIED, MAX_ROWS, PRODUCTS, FewRowLinear, few_row_linears, product, shared_copy, weight_copy
 from specdec.models import decoding_model, layer_skip_draft
 from specdec.strategies import create_strategy
 
 
 @pytest.mark.parametrize("plan", [None, *PRODUCTS])
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("rows", [1, 2, 3, 5, MAX_ROWS, MAX_ROWS + 1, 70])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, MAX_ROWS, MAX_ROWS + 1, 150])
 def test_same_products_as_nn_linear(rows, bias, plan):
     torch.manual_seed(rows)
     linear = torch.nn.Linear(48, 80, bias=bias)
     fast = few_row_linears(torch.nn.Sequential(linear))[0]
     assert isinstance(fast, FewRowLinear)
     fast.plan = None if plan is None else (plan,) * MAX_ROWS
-    fast.weight_t = linear.weight.detach().t().contiguous()
+    fast.copies = {method: weight_copy(method, linear.weight.detach()) for method in COPIED}
     for shape in [(rows, 48), (1, rows, 48), (rows, 1, 48)]:
         x = torch.randn(shape)
         out = fast(x)
@@ -53,11 +53,29 @@ def test_auto_follows_the_plan_measured_for_each_shape():
     assert layers
     for m in layers:
         assert len(m.plan) == MAX_ROWS and set(m.plan) <= set(PRODUCTS)
-        assert ("transposed" in m.plan) == (m.weight_t is not None)
+        assert set(m.copies) == set(COPIED) & set(m.plan)  # a copy only where the plan uses it
         same_shape = [other.plan for other in layers if other.weight.shape == m.weight.shape]
         assert all(plan == m.plan for plan in same_shape)
-        if m.weight_t is not None:
-            assert torch.equal(m.weight_t, m.weight.t())
+        if "transposed" in m.copies:
+            assert torch.equal(m.copies["transposed"], m.weight.t())
+        x = torch.randn(3, m.in_features)
+        for method in m.copies:  # each copy multiplies as the weight does
+            torch.testing.assert_close(product(method, x, m.weight, m.bias, m.copies[method]),
+                                       F.linear(x, m.weight, m.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_a_laid_out_copy_can_be_copied_again():
+    """The oneDNN copies of the weights cannot be deep-copied: shared_copy shares them too."""
+    fast = decoding_model(tiny("llama"), "few_rows")
+    layers = [m for m in fast.modules() if isinstance(m, FewRowLinear)]
+    for m in layers:
+        m.plan, m.copies = ("packed",) * MAX_ROWS, {"packed": weight_copy("packed", m.weight.detach())}
+    again = shared_copy(fast)
+    copied = [m for m in again.modules() if isinstance(m, FewRowLinear)]
+    assert all(a.copies["packed"] is b.copies["packed"] for a, b in zip(layers, copied))
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.inference_mode():
+        torch.testing.assert_close(again(ids).logits, fast(ids).logits)
 
 
 def test_unknown_layout_names_the_choices():
