@@ -14,18 +14,19 @@ Measured on two machines of this project (2 cores, SmolLM2-135M's matrices):
 - On AMD again, `W @ x.T` costs less for 4 columns than for 3 (the 30 gate/up matrices: 5.0
   against 6.1 ms), so 3 rows are best padded with a copy of the last row, as 1 row is.
 - oneDNN (torch's mkldnn backend) multiplies by a weight stored once in its own blocked layout
-  at near the CPU's peak for any row count: on the AMD EPYC with AVX-512, the decoder layers'
-  90 matrices take 5.9 ms for 1 row, 6.8 for 4, 8.4 for 8, 10.7 for 16 and 29.8 for 64
-  (`W @ x.T`: 8.2 padded, 9.4, 20.1, 25.2, 62.9; `F.linear` 74 for 64), and a 512-token
-  prefill 176 ms against `F.linear`'s 427.
+  at near the CPU's peak for any row count: on the AMD EPYC with AVX-512, 90 matrices of the
+  decoder layers' sizes (30 each of 1536 x 576, 576 x 1536, 1728 x 576) take 5.8 ms for 1 row, 7.9 for 4, 9.2 for 8, 11.2 for 16 and 29.1 for 64
+  (`W @ x.T`: 8.3 padded, 9.7, 20.6, 26.4, 70.9; `F.linear` 68.7 for 64), and a 512-token
+  prefill 170 ms against `F.linear`'s 444.
 
 So the layout is chosen by measurement: `runtime.linear=auto` times the candidate products
 for every weight shape at a ladder of row counts, once per CPU (kept on disk), over all the model's
 weights of that shape in a row (as a forward pass streams them), and each layer then
 dispatches on the number of rows it is given (above the ladder's top, a prefill, the top's
-choice). `few_rows` always takes `W @ x.T` (the first AMD choice) and `stock` keeps `nn.Linear`. Every layout returns the same products up to float
-rounding; `decoding_model` applies them to a copy of the model that shares its weights, so
-the model you passed stays as it was.
+choice). `few_rows` always takes `W @ x.T` (the first AMD choice) and `stock` keeps
+`nn.Linear`. Every layout returns the same products up to float rounding; `decoding_model`
+applies them to a copy of the model that shares its weights, so the model you passed stays
+as it was.
 """
 
 import copy
