@@ -160,14 +160,19 @@ def answer(prompts: list[dict], cfg: DictConfig, model, tokenizer, done: dict, p
 def answered_prompts(cfg: DictConfig, target, tokenizer, work: Path, states: dict | None = None
                      ) -> tuple[list[dict], float]:
     """generate_data into work/data.jsonl, and the minutes it took summed over resumed runs
-    (an interrupted run's time counts too, unless its process was killed outright)."""
-    spent = work / "data_seconds.txt"
-    began = time.perf_counter()
+    (an interrupted run's time counts too, unless its process was killed outright; a run that
+    found every answer on disk only read them, and its time does not count)."""
+    path, spent = work / "data.jsonl", work / "data_seconds.txt"
+    seconds = float(spent.read_text()) if spent.exists() else 0.0
+    size = path.stat().st_size if path.exists() else 0
+    began, finished = time.perf_counter(), False
     try:
-        data = generate_data(cfg, target, tokenizer, work / "data.jsonl", states)
+        data = generate_data(cfg, target, tokenizer, path, states)
+        finished = True
     finally:
-        seconds = time.perf_counter() - began + (float(spent.read_text()) if spent.exists() else 0.0)
-        spent.write_text(str(seconds))
+        if not finished or not path.exists() or path.stat().st_size != size:
+            seconds += time.perf_counter() - began
+            spent.write_text(str(seconds))
     return data, seconds / 60
 
 

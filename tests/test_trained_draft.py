@@ -5,6 +5,7 @@ training prompts disjoint from every evaluation suite."""
 import json
 import logging
 import random
+import time
 
 import pytest
 import torch
@@ -142,6 +143,11 @@ def test_data_time_of_an_interrupted_run_is_kept_for_the_resumed_one(tmp_path, m
     monkeypatch.setattr(train_draft, "generate_data", lambda *_: ["row"])
     data, minutes = train_draft.answered_prompts(None, None, None, tmp_path)
     assert data == ["row"] and minutes * 60 >= first > 0
+    # a rerun that finds every answer on disk only reads them: its time does not count
+    (tmp_path / "data.jsonl").write_text("{}\n")
+    answered = float((tmp_path / "data_seconds.txt").read_text())
+    monkeypatch.setattr(train_draft, "generate_data", lambda *_: time.sleep(0.01) or ["row"])
+    assert train_draft.answered_prompts(None, None, None, tmp_path)[1] * 60 == answered
 
 
 def test_self_written_prompts_come_from_the_user_turn_and_keep_only_finished_new_ones(tmp_path, monkeypatch, caplog):
