@@ -69,6 +69,9 @@ def sweep(cfg: DictConfig) -> dict:
     (new tokens over target passes, as decoding reports it), overall and by category."""
     if cfg.strategy.name != "medusa":
         raise ConfigError(f"experiments.medusa_trees sweeps Medusa trees: drop strategy={cfg.strategy.name}")
+    generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
+    if not generation.sampling.greedy:
+        raise ConfigError("experiments.medusa_trees needs greedy decoding: drop generation=sampling")
     device = resolve_device(cfg.runtime.device)
     target, tokenizer = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
     ours = runtime_model(target, cfg.runtime)
@@ -77,9 +80,6 @@ def sweep(cfg: DictConfig) -> dict:
     scorer = create_strategy("medusa", target_model=ours, layout=runtime_layout(cfg.runtime), **options)
     baseline = Decoder(ours, create_strategy("baseline"), tokenizer, eos_ids_of(target, tokenizer),
                        kv_cache=cfg.runtime.kv_cache)
-    generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
-    if not generation.sampling.greedy:
-        raise ConfigError("experiments.medusa_trees needs greedy decoding: drop generation=sampling")
     answers = []
     for p in tqdm(experiment_prompts(cfg.dataset), desc="answers", unit="prompt"):
         prompt = encode(tokenizer, p["messages"], cfg.dataset.chat_template)
