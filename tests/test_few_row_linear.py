@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from conftest import ARCHITECTURES, random_prompt, tiny
 
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.few_row_linear import COPIED, MAX_ROWS, PRODUCTS, FewRowLinear, few_row_linears, product, shared_copy, weight_copy
+from specdec.few_row_linear import (COPIED, MAX_ROWS, PRODUCTS, FewRowLinear, few_row_linears, product, shared_copy,
+                                    weight_copies, weight_copy)
 from specdec.models import decoding_model, layer_skip_draft
 from specdec.strategies import create_strategy
 
@@ -23,8 +24,11 @@ def test_same_products_as_nn_linear(rows, bias, plan):
     linear = torch.nn.Linear(48, 80, bias=bias)
     fast = few_row_linears(torch.nn.Sequential(linear))[0]
     assert isinstance(fast, FewRowLinear)
+    copies = weight_copies([linear.weight.detach()], COPIED)
+    if plan in COPIED and plan not in copies:
+        pytest.skip(f"this torch lacks the {plan} product")  # auto never plans it there
     fast.plan = None if plan is None else (plan,) * MAX_ROWS
-    fast.copies = {method: weight_copy(method, linear.weight.detach()) for method in COPIED}
+    fast.copies = {method: laid_out[0] for method, laid_out in copies.items()}
     for shape in [(rows, 48), (1, rows, 48), (rows, 1, 48)]:
         x = torch.randn(shape)
         out = fast(x)
@@ -64,6 +68,7 @@ def test_auto_follows_the_plan_measured_for_each_shape():
                                        F.linear(x, m.weight, m.bias), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 def test_a_laid_out_copy_can_be_copied_again():
     """The oneDNN copies of the weights cannot be deep-copied: shared_copy shares them too."""
     fast = decoding_model(tiny("llama"), "few_rows")
