@@ -9,7 +9,7 @@ separate feature pass over every sequence (a third of the recipe's time) unneces
 import torch
 from transformers import DynamicCache
 
-from specdec.cached_model import cache_argument
+from specdec.runtime.cached_model import cache_argument
 
 
 @torch.inference_mode()

@@ -12,39 +12,47 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cost_model import best_gamma, measure_costs, predict_speedup
 from experiments.report import load_run, markdown, write_report
-from experiments.run import run_experiment, strategy_label
+from experiments.run import run_experiment, strategy_label, strategy_name
 from specdec.errors import ConfigError
-from specdec.metrics import summarize
-from specdec.models import load_draft, load_model, resolve_device, resolve_dtype, runtime_model
-from specdec.strategies import STRATEGIES
+from experiments.summary import summarize
+from specdec.drafts.draft_model import load_draft
+from specdec.models import load_model, resolve_device, resolve_dtype
+from specdec.runtime.prepare import Runtime, prepare
+from specdec.strategies import strategy_class
 
 log = logging.getLogger("experiments.bench")
-STRATEGY_CONFIGS = Path(__file__).parent.parent / "configs" / "strategy"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def with_defaults(entry: dict) -> dict:
-    """A matrix entry over its strategy's config file, so that `{name: medusa}` runs what
-    `strategy=medusa` runs (e.g. Medusa's head_tokens) and not the constructor's defaults, and
-    `{name: eagle_tree}` what `strategy=eagle_tree` runs (strategy `eagle` with its tree settings)."""
+    """A matrix entry over its strategy's config, so that `{name: medusa}` runs what
+    `strategy=medusa` runs (e.g. Medusa's head_tokens) and `{name: eagle_tree}` what
+    `strategy=eagle_tree` runs. An entry with `target` (a Strategy subclass by dotted path)
+    takes its options as given."""
+    if entry.get("target") or "name" not in entry:
+        return dict(entry)
     return {"name": entry["name"], **strategy_config(entry["name"]), **{k: v for k, v in entry.items() if k != "name"}}
 
 
 def strategy_config(name: str) -> dict:
-    """configs/strategy/<name>.yaml over the files its `defaults` list names, as Hydra composes it ({} if none)."""
-    path = STRATEGY_CONFIGS / f"{name}.yaml"
-    if not path.exists():
-        return {}
-    config = OmegaConf.to_container(OmegaConf.load(path))
-    below = {}
-    for parent in config.pop("defaults", []):
-        if parent != "_self_":
-            below.update(strategy_config(parent))
-    return {**below, **config}
+    """configs/strategy/<name>.yaml as Hydra composes `strategy=<name>` ({} if there is no such file)."""
+    def composed() -> dict:
+        try:
+            return OmegaConf.to_container(compose(config_name=f"strategy/{name}").strategy)
+        except MissingConfigException:
+            return {}
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app
+        return composed()
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return composed()
 
 
 def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> dict:
@@ -53,21 +61,21 @@ def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> d
     device = resolve_device(cfg.runtime.device)
     target, tokenizer = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
     draft = None
-    if any(STRATEGIES[o["name"]].needs_draft_model for o in strategies.values()):
+    if any(strategy_class(o.get("name"), o.get("target")).needs_draft_model for o in strategies.values()):
         draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, target.dtype,
                            cfg.draft.get("head_tokens"))
-        draft = runtime_model(draft, cfg.runtime)
+        draft = prepare(draft, Runtime.of(cfg.runtime))
     baseline = records["baseline"]
     context = round(sum(r["prompt_tokens"] + r["new_tokens"] / 2 for r in baseline) / len(baseline))
     longest = max((p for recs in records.values() for r in recs for p in r["proposed_per_step"]), default=0)
-    ours = runtime_model(target, cfg.runtime)
+    ours = prepare(target, Runtime.of(cfg.runtime))
     costs = measure_costs(ours, draft, cfg.runtime.kv_cache,
                           context, max(cfg.cost_model_max_k, longest + 1))  # every verify size the run used
     result = {"costs": costs, "predicted_speedup": {}, "best_gamma": {}}
     for label, options in strategies.items():
         recs = records[label]
         summary = summarize(recs, baseline)
-        uses_draft = STRATEGIES[options["name"]].needs_draft_model
+        uses_draft = strategy_class(options.get("name"), options.get("target")).needs_draft_model
         acceptance = summary["per_position_acceptance"]
         result["predicted_speedup"][label] = predict_speedup(recs, baseline, acceptance, costs, uses_draft)
         log.info("cost model, %s: predicted speedup %.3f, measured %.3f", label, result["predicted_speedup"][label],
@@ -81,8 +89,8 @@ def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> d
 @hydra.main(config_path="../configs", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    strategies = {strategy_label(o["name"], o): with_defaults(o) for o in OmegaConf.to_container(cfg.matrix)}
     try:
+        strategies = {strategy_label(strategy_name(o), o): with_defaults(o) for o in OmegaConf.to_container(cfg.matrix)}
         if not strategies:
             raise ConfigError("matrix is empty: list strategies, e.g. matrix='[{name: draft, gamma: 4}]'")
         if cfg.runtime.threads:

@@ -16,7 +16,7 @@ import statistics
 import torch
 
 from experiments.profile_step import step_timer
-from specdec.cached_model import CachedModel
+from specdec.runtime.cached_model import CachedModel
 
 
 def measure_costs(target, draft, kv_cache: str, context_tokens: int, max_k: int, repeats: int = 10) -> dict:

@@ -21,13 +21,8 @@ from experiments.prompts import encode
 from experiments.run import experiment_prompts
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
-from specdec.models import (
-    load_model,
-    resolve_device,
-    resolve_dtype,
-    runtime_layout,
-    runtime_model,
-)
+from specdec.models import load_model, resolve_device, resolve_dtype
+from specdec.runtime.prepare import Runtime, prepare, prepare_strategy
 from specdec.strategies import create_strategy
 
 
@@ -74,10 +69,10 @@ def sweep(cfg: DictConfig) -> dict:
         raise ConfigError("experiments.medusa_trees needs greedy decoding: drop generation=sampling")
     device = resolve_device(cfg.runtime.device)
     target, tokenizer = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
-    ours = runtime_model(target, cfg.runtime)
+    ours = prepare(target, Runtime.of(cfg.runtime))
     options = {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k not in ("name", "tree")}
 
-    scorer = create_strategy("medusa", target_model=ours, layout=runtime_layout(cfg.runtime), **options)
+    scorer = prepare_strategy(create_strategy("medusa", target_model=ours, **options), Runtime.of(cfg.runtime))
     baseline = Decoder(ours, create_strategy("baseline"), tokenizer, eos_ids_of(target, tokenizer),
                        kv_cache=cfg.runtime.kv_cache)
     answers = []

@@ -19,17 +19,11 @@ from tqdm import tqdm
 
 from experiments.entry_point import measure_and_report
 from experiments.provenance import environment
-from specdec.cached_model import CachedModel
+from specdec.runtime.cached_model import CachedModel
 from specdec.decoding import sync
 from specdec.errors import ConfigError
-from specdec.models import (
-    LINEAR_LAYOUTS,
-    decoding_model,
-    load_model,
-    resolve_device,
-    resolve_dtype,
-    runtime_model,
-)
+from specdec.models import load_model, resolve_device, resolve_dtype
+from specdec.runtime.prepare import LINEAR_LAYOUTS, Runtime, prepare
 
 
 # torch op name -> part of the step, for the breakdown (by op name, so approximate)
@@ -104,7 +98,7 @@ def profile_step(cfg: DictConfig) -> dict:
     torch.manual_seed(cfg.runtime.seed)
     stock, _ = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
     context = torch.randint(0, stock.config.vocab_size, (cfg.context_tokens,), device=device)
-    ours = CachedModel(runtime_model(stock, cfg.runtime), cfg.runtime.kv_cache)
+    ours = CachedModel(prepare(stock, Runtime.of(cfg.runtime)), cfg.runtime.kv_cache)
     hf = CachedModel(stock, "dynamic")
     for cached in (ours, hf):
         cached.reset()
@@ -113,7 +107,7 @@ def profile_step(cfg: DictConfig) -> dict:
     timers = {("ours", k): step_timer(ours, k, cfg.context_tokens) for k in [1, *ks]}
     timers.update({("hf", k): step_timer(hf, k, cfg.context_tokens) for k in [1, *ks]})
     # the floor of the issue: the stock model's linear layers, in each layout; and our model's own (fused) ones
-    timers.update({("floor", layout): linear_floor_timer(decoding_model(stock, layout, layers="stock"), 1)
+    timers.update({("floor", layout): linear_floor_timer(prepare(stock, Runtime(linear=layout, layers="stock")), 1)
                    for layout in LINEAR_LAYOUTS})
     timers["floor", "ours"] = linear_floor_timer(ours.model, 1)
     for timer in timers.values():

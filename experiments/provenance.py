@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from specdec.machine import cpu_name
+from specdec.runtime.machine import cpu_name
 
 
 def git_commit() -> str:

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from specdec.metrics import summarize  # noqa: E402
+from experiments.summary import summarize  # noqa: E402
 
 COLUMNS = ["run", "strategy", "category", "n_prompts", "tokens_per_s", "speedup", "mean_accepted", "acceptance_rate",
            "ttft_ms", "tpot_ms", "match_baseline", "predicted_speedup"]

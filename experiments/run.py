@@ -23,9 +23,11 @@ from experiments.quality import target_nll
 from experiments.table import format_summary
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
-from specdec.metrics import summarize
-from specdec.models import load_draft, load_model, resolve_device, resolve_dtype, runtime_layout, runtime_model
-from specdec.strategies import STRATEGIES, create_strategy
+from experiments.summary import summarize
+from specdec.drafts.draft_model import load_draft
+from specdec.models import load_model, resolve_device, resolve_dtype
+from specdec.runtime.prepare import Runtime, prepare_once, prepare_strategy
+from specdec.strategies import create_strategy, strategy_class
 
 log = logging.getLogger("experiments.run")
 ORDERS = ("fifo", "longest_prefix")
@@ -35,51 +37,53 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies:
     """label -> object with .generate(prompt_ids, GenerationConfig, seed), for the baseline
     (first), each of `strategies` (label -> strategy config), their +radix twins with
     cache=radix, and cfg.anchors (an anchor that mirrors a strategy, like hf_assisted for
-    draft, runs once per such strategy with its settings)."""
-    for options in strategies.values():  # unknown names fail before a draft model is loaded for nothing
-        if options["name"] not in STRATEGIES:
-            create_strategy(options["name"])
-    draft = stock_draft = None
-    if any(STRATEGIES[o["name"]].needs_draft_model for o in strategies.values()):
-        stock_draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, dtype,
-                                 cfg.draft.get("head_tokens"))
-        draft = runtime_model(stock_draft, cfg.runtime)
+    draft, runs once per such strategy with its settings). Every module a runner executes is
+    prepared once for this machine (specdec.runtime.prepare); `target` stays stock for the anchors."""
+    classes = {label: strategy_class(o.get("name"), o.get("target")) for label, o in strategies.items()}
+    draft = None  # unknown strategies failed above, before a draft model is loaded for nothing
+    if any(cls.needs_draft_model for cls in classes.values()):
+        draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, dtype,
+                           cfg.draft.get("head_tokens"))
     eos = eos_ids_of(target, tokenizer)
-    kv = cfg.runtime.kv_cache
-    ours = runtime_model(target, cfg.runtime)  # `target` stays stock for the anchors
+    runtime, prepared = Runtime.of(cfg.runtime), {}
+    ours = prepare_once(target, runtime, prepared)
 
     def decoder(options: dict, prefix_cache=None) -> Decoder:
-        strategy = create_strategy(options["name"], draft_model=draft, target_model=ours,
-                                   layout=runtime_layout(cfg.runtime),
-                                   **{k: v for k, v in options.items() if k != "name"})
-        return Decoder(ours, strategy, tokenizer, eos, prefix_cache=prefix_cache, kv_cache=kv)
+        strategy = create_strategy(draft_model=draft, target_model=ours, **options)
+        prepare_strategy(strategy, runtime, prepared)
+        return Decoder(ours, strategy, tokenizer, eos, prefix_cache=prefix_cache, kv_cache=cfg.runtime.kv_cache)
 
     runners = {"baseline": decoder({"name": "baseline"})}
     for label, options in strategies.items():
-        if options["name"] != "baseline":
+        if options.get("name") != "baseline":
             runners[label] = decoder(options)
         if cfg.cache.name == "radix":
             runners[f"{label}+radix"] = decoder(options, new_prefix_cache(cfg.cache))
     for anchor in cfg.anchors:
         if anchor not in ANCHORS:
             raise ConfigError(f"unknown anchor {anchor!r}; known anchors: {', '.join(sorted(ANCHORS))}")
-        runners.update(anchor_runners(ANCHORS[anchor], strategies, target, stock_draft, tokenizer, eos))
+        runners.update(anchor_runners(ANCHORS[anchor], strategies, target, draft, tokenizer, eos))
     return runners
 
 
 def anchor_runners(anchor, strategies: dict[str, dict], target, draft, tokenizer, eos) -> dict:
     if anchor.mirrors is None:
         return {anchor.name: anchor(target, tokenizer, eos)}
-    mirrored = [o for o in strategies.values() if o["name"] == anchor.mirrors]
+    mirrored = [o for o in strategies.values() if o.get("name") == anchor.mirrors]
     if not mirrored:
         raise ConfigError(f"anchor {anchor.name} mirrors strategy {anchor.mirrors!r}: run it too (strategy={anchor.mirrors})")
     return {strategy_label(anchor.name, {k: o[k] for k in anchor.settings if k in o}):
             anchor(target, tokenizer, eos, draft=draft, **o) for o in mirrored}
 
 
+def strategy_name(options: dict) -> str:
+    """A strategy config's name, or for one given by dotted path (strategy.target) its class name."""
+    return options.get("name") or str(options.get("target")).rpartition(".")[2]
+
+
 def strategy_label(name: str, options: dict) -> str:
     """`draft(gamma=4)`: a strategy (or anchor) name with the settings that tell runs apart."""
-    settings = ",".join(f"{k}={v}" for k, v in options.items() if k != "name")
+    settings = ",".join(f"{k}={v}" for k, v in options.items() if k != "name" and not (k == "target" and v is None))
     return f"{name}({settings})" if settings else name
 
 
@@ -119,7 +123,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
     """Run the baseline, `strategies` (label -> strategy config; default cfg.strategy) and the
     anchors on the prompts; a run directory with results.jsonl already in it is resumed."""
     if strategies is None:
-        strategies = {cfg.strategy.name: OmegaConf.to_container(cfg.strategy)}
+        options = OmegaConf.to_container(cfg.strategy)
+        strategies = {strategy_name(options): options}
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     device = resolve_device(cfg.runtime.device)

@@ -47,15 +47,11 @@ from experiments.draft_data import (
 from experiments.prompts import encode, load_prompts, shipped_suites
 from experiments.training import cpu_dtype, optimize, run_entry_point, training_record
 from specdec.decoding import eos_ids_of
-from specdec.models import (
-    decoding_model,
-    frequent_token_head,
-    load_model,
-    new_draft,
-    save_token_frequencies,
-    save_trained_draft,
-)
-from specdec.subset_head import SubsetHead
+from specdec.drafts.assets import frequent_token_head, save_token_frequencies
+from specdec.drafts.draft_model import new_draft, save_trained_draft
+from specdec.models import load_model
+from specdec.runtime.prepare import prepare
+from specdec.drafts.subset_head import SubsetHead
 
 log = logging.getLogger("experiments.train_draft")
 
@@ -121,7 +117,7 @@ def answering_model(target, dtype: str):
     """The target as it writes the training data: in `dtype` (data.dtype), with our fused layers
     and few-row products (a batch of answers is a few rows per step)."""
     dtype = cpu_dtype(dtype, "data.dtype")
-    return decoding_model(target if dtype == target.dtype else copy.deepcopy(target).to(dtype))
+    return prepare(target if dtype == target.dtype else copy.deepcopy(target).to(dtype))
 
 
 def answer(prompts: list[dict], cfg: DictConfig, model, tokenizer, done: dict, path: Path, sampled_share: float,

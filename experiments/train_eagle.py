@@ -7,7 +7,7 @@ Recipe:
 2. features: the target's last hidden state (the LM head's input) at every position of each
    sequence, kept while answering (experiments.batch_generate; a pass of the target over the
    sequences answered before a resume), stored in the work directory.
-3. draft (specdec.eagle_draft): `fc` over [hidden state at t; embedding of token t + 1], then
+3. draft (specdec.drafts.eagle_draft): `fc` over [hidden state at t; embedding of token t + 1], then
    `train.num_layers` decoder layers (EAGLE: one), fresh or copies of target layer
    `train.init_layer`, predicting the hidden state at t + 1. Loss at each answer position:
    cross-entropy against the target's own distribution there (through its LM head,
@@ -21,7 +21,7 @@ Recipe:
 5. checkpoints every `train.checkpoint_every` steps, resume as train_draft; held-out
    agreement (the draft's top-1 equals the target's) logged per drafted position.
 6. export: bf16 safetensors + eagle_config.json (training config, data hash, agreement) +
-   tokens_by_frequency.json into `out_dir` (specdec.eagle_draft.load_eagle_draft).
+   tokens_by_frequency.json into `out_dir` (specdec.drafts.eagle_draft.load_eagle_draft).
 """
 
 import logging
@@ -37,10 +37,11 @@ from transformers import DynamicCache
 from experiments.features import data_digest, seeded_data, sequence
 from experiments.train_draft import batches
 from experiments.training import cpu_dtype, optimize, run_entry_point, training_record
-from specdec.cached_model import cache_argument
-from specdec.eagle_draft import EagleDraft, new_eagle_draft, save_eagle_draft
-from specdec.models import frequent_token_head, load_model, save_token_frequencies
-from specdec.subset_head import SubsetHead
+from specdec.runtime.cached_model import cache_argument
+from specdec.drafts.eagle_draft import EagleDraft, new_eagle_draft, save_eagle_draft
+from specdec.drafts.assets import frequent_token_head, save_token_frequencies
+from specdec.models import load_model
+from specdec.drafts.subset_head import SubsetHead
 
 log = logging.getLogger("experiments.train_eagle")
 

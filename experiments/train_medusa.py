@@ -33,14 +33,11 @@ from omegaconf import DictConfig
 from experiments.cost_model import measure_costs
 from experiments.features import data_digest, seeded_data, sequence
 from experiments.training import optimize, run_entry_point, training_record
-from specdec.medusa_heads import MedusaHeads, save_medusa_heads
-from specdec.models import (
-    decoding_model,
-    frequent_token_head,
-    load_model,
-    save_token_frequencies,
-)
-from specdec.subset_head import SubsetHead
+from specdec.drafts.medusa_heads import MedusaHeads, save_medusa_heads
+from specdec.drafts.assets import frequent_token_head, save_token_frequencies
+from specdec.models import load_model
+from specdec.runtime.prepare import prepare
+from specdec.drafts.subset_head import SubsetHead
 from specdec.tree import best_tree
 
 log = logging.getLogger("experiments.train_medusa")
@@ -115,7 +112,7 @@ def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, label
 def default_tree(cfg: DictConfig, target, topk_accuracy: list[list[float]]) -> dict:
     """The tree size with the most tokens per millisecond: expected tokens per step of the best tree
     of each size over the measured cost of a target pass over that many tokens plus the root."""
-    costs = measure_costs(decoding_model(target), None, "preallocated", cfg.tree.context_tokens, cfg.tree.max_nodes + 1)
+    costs = measure_costs(prepare(target), None, "preallocated", cfg.tree.context_tokens, cfg.tree.max_nodes + 1)
     speeds = {}
     for size in range(1, cfg.tree.max_nodes + 1):
         tree = best_tree(topk_accuracy, size)

@@ -8,18 +8,23 @@
             n drafts + 1 target token are committed (EOS, stop strings, max_new_tokens cut them)
 """
 
+from __future__ import annotations
+
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from specdec.cached_model import CachedModel
+from specdec.runtime.cached_model import CachedModel
 from specdec.errors import ConfigError
 from specdec.metrics import RequestMetrics, Step
 from specdec.sampling import SamplingParams, probabilities, sample
 from specdec.stopping import StopCriteria
 from specdec.strategies.base import Request, Strategy
-from specdec.verify import default_rule
+
+if TYPE_CHECKING:
+    from caching.prefix import PrefixCache
 
 
 @dataclass
@@ -64,20 +69,18 @@ def eos_ids_of(model, tokenizer=None) -> set[int]:
 class Decoder:
     """Runs one strategy against one target model.
 
-    `acceptance` overrides the acceptance rule (see specdec.verify); by default greedy match
-    for greedy decoding and lossless rejection sampling otherwise. With a `prefix_cache`,
+    The strategy names the acceptance rule (Strategy.acceptance_rule). With a `prefix_cache`,
     every model of the request prefills through it. `kv_cache` ("preallocated" or "dynamic")
     is the KV cache every model of the request uses."""
 
-    def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None, acceptance=None,
-                 prefix_cache=None, kv_cache: str = "preallocated"):
+    def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None,
+                 prefix_cache: PrefixCache | None = None, kv_cache: str = "preallocated"):
         self.target = CachedModel(target_model, kv_cache, keep_hidden=strategy.needs_target_hidden)
         self.kv_cache = kv_cache
         self.prefix_cache = prefix_cache  # caching.prefix.PrefixCache, or None for no prefix caching
         self.strategy = strategy
         self.tokenizer = tokenizer
         self.eos_token_ids = set(eos_token_ids) if eos_token_ids is not None else eos_ids_of(target_model, tokenizer)
-        self.acceptance = acceptance
         self.context_length = getattr(target_model.config, "max_position_embeddings", None)
 
     def generate(self, prompt_ids, config: GenerationConfig, seed: int | None = None) -> GenerationResult:
@@ -87,7 +90,6 @@ class Decoder:
         device = self.target.device
         generator = None if sampling.greedy else torch.Generator(device).manual_seed(seed or 0)
         stop = StopCriteria(len(prompt_ids), config.max_new_tokens, self.eos_token_ids, config.stop_strings, self.tokenizer)
-        rule = self.acceptance or default_rule(sampling)
         metrics = RequestMetrics(prompt_tokens=len(prompt_ids))
         request = Request(list(prompt_ids), len(prompt_ids), sampling, generator, device, self.prefix_cache, self.kv_cache)
 
@@ -102,7 +104,7 @@ class Decoder:
             reason = stop.extend(request.tokens, [int(first.item())])
             metrics.ttft_s = time.perf_counter() - start
             while reason is None:
-                reason = self._step(request, stop, rule, metrics)
+                reason = self._step(request, stop, metrics)
         finally:
             if self.prefix_cache is not None:
                 self.prefix_cache.release(request.tokens, request.prompt_len)
@@ -111,7 +113,7 @@ class Decoder:
         metrics.extra = self.strategy.stats(request)
         return GenerationResult(request.tokens[request.prompt_len :], reason, metrics)
 
-    def _step(self, request: Request, stop: StopCriteria, rule, metrics: RequestMetrics) -> str | None:
+    def _step(self, request: Request, stop: StopCriteria, metrics: RequestMetrics) -> str | None:
         """One propose -> verify -> accept -> commit -> roll back step; returns why the request ended, if it did."""
         budget = stop.max_new_tokens - (len(request.tokens) - request.prompt_len)
         began = time.perf_counter()
@@ -121,12 +123,12 @@ class Decoder:
         tree = proposal.tree
         logits = self.target.forward(torch.cat([pending, proposal.tokens]), tree=tree)  # k+1 rows: the verify pass
         metrics.target_forwards += 1
+        rule = self.strategy.acceptance_rule(request.sampling, tree=tree is not None)
         if tree is None:
             verdict = rule(logits, proposal.tokens, proposal.probs, request.sampling, request.generator)
             self.target.rollback(len(request.tokens) + verdict.accepted)
         else:
-            verdict = self.strategy.tree_rule(request.sampling)(logits, proposal.tokens, tree, request.sampling,
-                                                                request.generator)
+            verdict = rule(logits, proposal.tokens, tree, request.sampling, request.generator)
             self.target.keep(len(request.tokens) - 1, verdict.rows)  # the accepted path, compacted
         if self.target.hidden is not None:
             request.target_hidden = self.target.hidden[verdict.kept_rows]

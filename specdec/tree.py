@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from specdec.cached_model import CachedModel
+from specdec.runtime.cached_model import CachedModel
 from specdec.errors import ConfigError
 
 

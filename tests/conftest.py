@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from specdec import Decoder, GenerationConfig
-from specdec.eagle_draft import EagleDraft
+from specdec.drafts.eagle_draft import EagleDraft
 from specdec.strategies import create_strategy
 from specdec.tiny import tiny_random_model
 

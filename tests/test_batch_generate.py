@@ -9,7 +9,7 @@ import torch
 from conftest import random_prompt, tiny
 
 from experiments.batch_generate import generate_batch
-from specdec.models import decoding_model
+from specdec.runtime.prepare import prepare
 
 PAD = 257
 
@@ -27,7 +27,7 @@ def test_batched_greedy_answers_and_states_equal_each_prompt_alone(arch):
     prompts = [random_prompt(rng, 30) for _ in range(6)]
     eos = alone(model, prompts[0], 12, eos=PAD)[5]  # a token the first answer writes: it must end there
     expected = [alone(model, p, 12, eos) for p in prompts]
-    for runner in (model, decoding_model(model)):  # stock and our fused layers
+    for runner in (model, prepare(model)):  # stock and our fused layers
         answers = generate_batch(runner, prompts, 12, {eos}, PAD, keep_states=True)
         assert [tokens for tokens, _ in answers] == expected and expected[0][-1] == eos and len(expected[0]) <= 6
         for prompt, (tokens, states) in zip(prompts, answers):

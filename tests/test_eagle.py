@@ -1,4 +1,4 @@
-"""EAGLE: a one-layer draft on the target's hidden states (specdec.eagle_draft, strategy `eagle`).
+"""EAGLE: a one-layer draft on the target's hidden states (specdec.drafts.eagle_draft, strategy `eagle`).
 
 Greedy output must equal the baseline's token for token whatever the draft guesses; the
 training's unrolled passes must compute what the strategy computes when it drafts; the
@@ -22,19 +22,20 @@ from experiments.train_eagle import (
     unrolled_predictions,
 )
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.cached_model import CachedModel
-from specdec.eagle_draft import (
-    SHIPPED,
+from specdec.runtime.cached_model import CachedModel
+from specdec.drafts.assets import SHIPPED, token_frequency_file
+from specdec.drafts.eagle_draft import (
     load_eagle_draft,
     new_eagle_draft,
     save_eagle_draft,
 )
-from specdec.few_row_linear import FewRowLinear
-from specdec.fused_layers import FusedDecoderLayer
-from specdec.models import Layout, save_token_frequencies
+from specdec.runtime.few_row_linear import FewRowLinear
+from specdec.runtime.fused_layers import FusedDecoderLayer
+from specdec.drafts.assets import save_token_frequencies
+from specdec.runtime.prepare import Runtime, prepare_strategy
 from specdec.sampling import SamplingParams
 from specdec.strategies import Request, create_strategy
-from specdec.subset_head import SubsetHead
+from specdec.drafts.subset_head import SubsetHead
 from specdec.tiny import tiny_random_model
 
 EAGLE_ARCHS = ["llama", "qwen2", "mistral", "phi3", "gpt_neox", "gemma"]
@@ -219,7 +220,8 @@ def test_sampling_runs_and_reports_acceptance():
 def test_the_shipped_draft_is_small_and_complete():
     directory = SHIPPED["smollm2-135m-eagle"]
     files = {p.name: p.stat().st_size for p in directory.iterdir()}
-    assert {"eagle_config.json", "eagle_draft.safetensors", "tokens_by_frequency.json"} <= set(files)
+    assert {"eagle_config.json", "eagle_draft.safetensors"} <= set(files)
+    assert token_frequency_file(directory) == directory.parent / "tokens_by_frequency.json"  # one per target
     assert files["eagle_draft.safetensors"] <= 25 * 2**20
 
 
@@ -288,9 +290,11 @@ def test_eagle_runs_its_draft_in_the_runtime_layout():
     """runtime.layers / runtime.linear hold for the draft EAGLE builds, as for the target."""
     model = tiny("llama")
     draft = random_eagle(model, 0)
-    stock = create_strategy("eagle", target_model=model, draft=draft, layout=Layout(layers="stock", linear="stock"))
+    stock = prepare_strategy(create_strategy("eagle", target_model=model, draft=draft),
+                             Runtime(layers="stock", linear="stock"))
     assert not any(isinstance(m, (FusedDecoderLayer, FewRowLinear)) for m in stock.eagle.modules())
-    fast = create_strategy("eagle", target_model=model, draft=draft, layout=Layout(layers="fused", linear="few_rows"))
+    fast = prepare_strategy(create_strategy("eagle", target_model=model, draft=draft),
+                            Runtime(layers="fused", linear="few_rows"))
     assert isinstance(fast.eagle.lm.model.layers[0], FusedDecoderLayer) and type(fast.eagle.fc) is FewRowLinear
     assert type(draft.fc) is torch.nn.Linear  # the stock draft is left as it was
     prompt, config = [5, 9, 13, 2, 7], GenerationConfig(max_new_tokens=12)

@@ -7,7 +7,8 @@ import torch
 from conftest import tiny
 
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.models import check_compatible, layer_skip_draft, load_model, smollm2_directory
+from specdec.drafts.draft_model import check_compatible, layer_skip_draft
+from specdec.models import load_model, smollm2_directory
 from specdec.strategies import create_strategy
 from specdec.tiny import byte_tokenizer, tiny_random_model
 

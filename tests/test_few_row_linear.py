@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from conftest import ARCHITECTURES, random_prompt, tiny
 
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.few_row_linear import (COPIED, MAX_ROWS, PRODUCTS, FewRowLinear, few_row_linears, product, shared_copy,
+from specdec.runtime.few_row_linear import (COPIED, MAX_ROWS, PRODUCTS, FewRowLinear, few_row_linears, product, shared_copy,
                                     weight_copies, weight_copy)
-from specdec.models import decoding_model, layer_skip_draft
+from specdec.drafts.draft_model import layer_skip_draft
+from specdec.runtime.prepare import Runtime, prepare
 from specdec.strategies import create_strategy
 
 
@@ -38,7 +39,7 @@ def test_same_products_as_nn_linear(rows, bias, plan):
 
 def test_copy_shares_weights_and_leaves_the_original_stock():
     model = tiny("llama")
-    fast = decoding_model(model, "few_rows", layers="stock")  # fused layers: tests/test_fused_layers.py
+    fast = prepare(model, Runtime(linear="few_rows", layers="stock"))  # fused layers: tests/test_fused_layers.py
     assert all(type(m) is not FewRowLinear for m in model.modules())
     assert any(type(m) is FewRowLinear for m in fast.modules())
     assert fast.state_dict().keys() == model.state_dict().keys()
@@ -46,13 +47,13 @@ def test_copy_shares_weights_and_leaves_the_original_stock():
         assert a is b, name
     tied = [m.get_output_embeddings().weight is m.get_input_embeddings().weight for m in (model, fast)]
     assert tied[0] == tied[1]
-    stock = decoding_model(model, "stock")
+    stock = prepare(model, Runtime(linear="stock"))
     assert stock is not model and all(type(m) is not FewRowLinear for m in stock.modules())
 
 
 def test_auto_follows_the_plan_measured_for_each_shape():
     model = tiny("llama")
-    fast = decoding_model(model, "auto")
+    fast = prepare(model, Runtime(linear="auto"))
     layers = [m for m in fast.modules() if isinstance(m, FewRowLinear)]
     assert layers
     for m in layers:
@@ -71,7 +72,7 @@ def test_auto_follows_the_plan_measured_for_each_shape():
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 def test_a_laid_out_copy_can_be_copied_again():
     """The oneDNN copies of the weights cannot be deep-copied: shared_copy shares them too."""
-    fast = decoding_model(tiny("llama"), "few_rows")
+    fast = prepare(tiny("llama"), Runtime(linear="few_rows"))
     layers = [m for m in fast.modules() if isinstance(m, FewRowLinear)]
     for m in layers:
         m.plan, m.copies = ("packed",) * MAX_ROWS, {"packed": weight_copy("packed", m.weight.detach())}
@@ -85,21 +86,21 @@ def test_a_laid_out_copy_can_be_copied_again():
 
 def test_unknown_layout_names_the_choices():
     with pytest.raises(ConfigError, match="unknown runtime.linear 'fast'.*few_rows or stock"):
-        decoding_model(tiny("llama"), "fast")
+        prepare(tiny("llama"), Runtime(linear="fast"))
 
 
 @pytest.mark.parametrize("layout", ["auto", "few_rows"])
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_same_greedy_tokens_as_the_stock_layout(arch, layout):
     target = tiny(arch)
-    fast = decoding_model(target, layout)
+    fast = prepare(target, Runtime(linear=layout))
     rng = random.Random(arch)
     for trial in range(4):
         prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(5, 40))
         for name, stock_options, fast_options in [
             ("baseline", {}, {}),
             ("draft", {"draft_model": layer_skip_draft(target, 1), "gamma": 3},
-             {"draft_model": decoding_model(layer_skip_draft(target, 1), layout), "gamma": 3}),
+             {"draft_model": prepare(layer_skip_draft(target, 1), Runtime(linear=layout)), "gamma": 3}),
         ]:
             outputs = [Decoder(model, create_strategy(name, **options), eos_token_ids=set()).generate(prompt, config)
                        for model, options in [(target, stock_options), (fast, fast_options)]]

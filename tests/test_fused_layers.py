@@ -9,10 +9,11 @@ import torch
 from conftest import decode_with, random_prompt, tiny
 
 from specdec import ConfigError, GenerationConfig
-from specdec.cached_model import CachedModel
-from specdec.fused_layers import FusedDecoderLayer, fuse_decoder_layers
-from specdec.medusa_heads import MedusaHeads
-from specdec.models import decoding_model, layer_skip_draft
+from specdec.runtime.cached_model import CachedModel
+from specdec.runtime.fused_layers import FusedDecoderLayer, fuse_decoder_layers
+from specdec.drafts.medusa_heads import MedusaHeads
+from specdec.drafts.draft_model import layer_skip_draft
+from specdec.runtime.prepare import Runtime, prepare
 from specdec.tiny import tiny_random_model
 from specdec.tree import Tree
 
@@ -27,7 +28,7 @@ def stock_and_fused(arch: str, attention: str = "sdpa"):
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.normal_()
-    fused = decoding_model(model, "stock")
+    fused = prepare(model, Runtime(linear="stock"))
     assert sum(isinstance(m, FusedDecoderLayer) for m in fused.modules()) == model.config.num_hidden_layers
     return model, fused
 
@@ -72,7 +73,7 @@ def test_every_strategy_gives_the_stock_models_greedy_tokens(arch):
     model, fused = stock_and_fused(arch)
     heads = MedusaHeads(model.config.hidden_size, model.config.vocab_size, 3).eval()  # identity heads
     drafts = {model: layer_skip_draft(model, 1)}  # as experiments.run builds them: from the stock target
-    drafts[fused] = decoding_model(drafts[model], "stock")
+    drafts[fused] = prepare(drafts[model], Runtime(linear="stock"))
     rng = random.Random(arch)
     for trial in range(3):
         prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(5, 30))
@@ -90,7 +91,7 @@ def test_every_strategy_gives_the_stock_models_greedy_tokens(arch):
 def test_weights_are_shared_not_copied():
     model = tiny_random_model("llama")
     values = {name: p.detach().clone() for name, p in model.named_parameters()}
-    first, second = decoding_model(model, "few_rows"), decoding_model(model, "few_rows")
+    first, second = prepare(model, Runtime(linear="few_rows")), prepare(model, Runtime(linear="few_rows"))
     for name, p in model.named_parameters():  # the stock weights keep their values
         assert torch.equal(p, values[name]), name
     attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
@@ -105,18 +106,18 @@ def test_weights_are_shared_not_copied():
 @pytest.mark.parametrize("arch", ["gemma", "phi3", "gpt_neox"])
 def test_architectures_it_does_not_know_stay_stock(arch):
     model = tiny(arch)
-    assert fuse_decoder_layers(decoding_model(model, "stock", layers="stock")) == 0
+    assert fuse_decoder_layers(prepare(model, Runtime(linear="stock", layers="stock"))) == 0
     prompt, config = [3, 1, 4, 1, 5], GenerationConfig(max_new_tokens=12)
-    assert (decode_with(decoding_model(model), "baseline", prompt, config, eos=set()).token_ids
+    assert (decode_with(prepare(model), "baseline", prompt, config, eos=set()).token_ids
             == decode_with(model, "baseline", prompt, config, eos=set()).token_ids)
 
 
 def test_attention_kernels_with_other_mask_forms_stay_stock():
     model = tiny_random_model("llama")  # fresh: its configuration is changed
     model.config._attn_implementation = "flex_attention"  # its masks are BlockMasks, not SDPA's
-    assert fuse_decoder_layers(decoding_model(model, "stock", layers="stock")) == 0
+    assert fuse_decoder_layers(prepare(model, Runtime(linear="stock", layers="stock"))) == 0
 
 
 def test_unknown_layers_name_the_choices():
     with pytest.raises(ConfigError, match="unknown runtime.layers 'fast'.*fused or stock"):
-        decoding_model(tiny("llama"), layers="fast")
+        prepare(tiny("llama"), Runtime(layers="fast"))

@@ -7,7 +7,7 @@ import pytest
 from conftest import ARCHITECTURES, decode_with, hf_greedy, random_prompt, tiny
 
 from specdec import GenerationConfig
-from specdec.models import layer_skip_draft
+from specdec.drafts.draft_model import layer_skip_draft
 
 GAMMAS = (1, 2, 4, 7)
 

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from conftest import ARCHITECTURES, random_prompt, tiny
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.cached_model import CachedModel
-from specdec.kv_cache import PreallocatedLayer
-from specdec.models import layer_skip_draft
+from specdec.runtime.cached_model import CachedModel
+from specdec.runtime.kv_cache import PreallocatedLayer
+from specdec.drafts.draft_model import layer_skip_draft
 from specdec.strategies import create_strategy
 from specdec.tiny import tiny_random_model
 

@@ -8,7 +8,7 @@ import torch
 from conftest import ARCHITECTURES, random_prompt, tiny
 
 from specdec import Decoder, GenerationConfig
-from specdec.cached_model import CachedModel
+from specdec.runtime.cached_model import CachedModel
 from specdec.strategies.draft import DraftModel
 
 

@@ -14,11 +14,13 @@ from safetensors.torch import load_file
 from experiments.medusa_trees import accepted_per_pass, answer_ranks
 
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.cached_model import CachedModel
-from specdec.medusa_heads import SHIPPED, MedusaHeads, load_medusa_heads, save_medusa_heads
-from specdec.few_row_linear import FewRowLinear
-from specdec.metrics import summarize
-from specdec.models import Layout, save_token_frequencies
+from specdec.runtime.cached_model import CachedModel
+from specdec.drafts.assets import SHIPPED
+from specdec.drafts.medusa_heads import MedusaHeads, load_medusa_heads, save_medusa_heads
+from specdec.runtime.few_row_linear import FewRowLinear
+from experiments.summary import summarize
+from specdec.drafts.assets import save_token_frequencies
+from specdec.runtime.prepare import Runtime, prepare_strategy
 from specdec.strategies import create_strategy
 from specdec.tiny import tiny_random_model
 from specdec.tree import Tree, best_tree, chain
@@ -213,8 +215,8 @@ def test_heads_round_trip_through_safetensors(tmp_path):
     assert strategy.tree.size == 3
     save_token_frequencies([list(range(40))], model.config.vocab_size, tmp_path)
     for linear, few_rows in (("stock", False), ("few_rows", True)):  # the head follows runtime.linear
-        strategy = create_strategy("medusa", target_model=model, heads=str(tmp_path), head_tokens=16,
-                                   layout=Layout(linear=linear))
+        strategy = prepare_strategy(create_strategy("medusa", target_model=model, heads=str(tmp_path), head_tokens=16),
+                                    Runtime(linear=linear))
         assert any(type(m) is FewRowLinear for m in strategy.lm_head.modules()) == few_rows
     assert json.loads((tmp_path / "medusa_config.json").read_text())["shared_lm_head"] is False
 

@@ -6,7 +6,8 @@ from conftest import tiny
 
 from experiments.cost_model import predict_speedup
 from experiments.quality import target_nll
-from specdec.metrics import RequestMetrics, Step, per_position_acceptance, summarize
+from experiments.summary import summarize
+from specdec.metrics import RequestMetrics, Step, per_position_acceptance
 
 
 def test_per_position_acceptance_is_conditional():

@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import tiny
 
-from specdec.models import layer_skip_draft, load_model
+from specdec.drafts.draft_model import layer_skip_draft
+from specdec.models import load_model
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt_neox"])

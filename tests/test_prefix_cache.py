@@ -10,8 +10,8 @@ from caching.prefix import PrefixCache
 from caching.store import KVSegment
 from conftest import tiny
 from specdec import Decoder, GenerationConfig
-from specdec.cached_model import CachedModel
-from specdec.models import layer_skip_draft
+from specdec.runtime.cached_model import CachedModel
+from specdec.drafts.draft_model import layer_skip_draft
 from specdec.strategies import create_strategy
 
 

@@ -13,7 +13,7 @@ from conftest import random_eagle
 from scipy.stats import chisquare
 
 from specdec import Decoder, GenerationConfig
-from specdec.medusa_heads import MedusaHeads
+from specdec.drafts.medusa_heads import MedusaHeads
 from specdec.sampling import SamplingParams, probabilities, sample
 from specdec.strategies import Proposal, Strategy, create_strategy
 from specdec.tiny import tiny_random_model
@@ -123,8 +123,9 @@ def test_wrong_acceptance_rule_is_caught():
     sampling = SETTINGS[0]
     config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=1.0)
     law = exact_distribution(TARGET, sampling)
-    wrong = Decoder(TARGET, create_strategy("draft", draft_model=DRAFT, gamma=3), eos_token_ids=set(),
-                    acceptance=resample_from_target_on_reject)
+    strategy = create_strategy("draft", draft_model=DRAFT, gamma=3)
+    strategy.acceptance_rule = lambda sampling, tree: resample_from_target_on_reject
+    wrong = Decoder(TARGET, strategy, eos_token_ids=set())
     assert p_value(sample_counts(wrong, config), law) < 1e-6
 
 

@@ -18,16 +18,10 @@ from experiments.draft_data import check_disjoint, evaluation_spans, passage_pro
 from experiments.prompts import load_prompts, shipped_suites
 from experiments.training import cpu_dtype
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.models import (
-    TRAINED_DRAFTS,
-    load_draft,
-    load_trained_draft,
-    new_draft,
-    save_token_frequencies,
-    save_trained_draft,
-)
+from specdec.drafts.assets import SHIPPED, save_token_frequencies
+from specdec.drafts.draft_model import load_draft, load_trained_draft, new_draft, save_trained_draft
 from specdec.strategies import create_strategy
-from specdec.subset_head import SubsetHead
+from specdec.drafts.subset_head import SubsetHead
 from specdec.tiny import byte_tokenizer
 
 ARCHS = ["llama", "qwen2", "mistral"]
@@ -100,7 +94,7 @@ def test_bad_draft_settings_name_the_fix(tmp_path, monkeypatch):
     target = tiny("llama")
     with pytest.raises(ConfigError, match="draft.head_tokens needs a trained draft"):
         load_draft(None, 1, target, None, "cpu", torch.float32, head_tokens=100)
-    monkeypatch.setitem(TRAINED_DRAFTS, "missing-draft", tmp_path / "nowhere")
+    monkeypatch.setitem(SHIPPED, "missing-draft", tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="python -m experiments.train_draft"):
         load_draft("missing-draft", None, target, None, "cpu", torch.float32)
     saved_draft(tiny("llama", hidden_size=32), tmp_path / "narrow")
@@ -109,7 +103,7 @@ def test_bad_draft_settings_name_the_fix(tmp_path, monkeypatch):
 
 
 def test_shipped_draft_is_small_and_documented():
-    directory = TRAINED_DRAFTS["smollm2-135m-draft"]
+    directory = SHIPPED["smollm2-135m-draft"]
     size = sum(p.stat().st_size for p in directory.iterdir())
     assert size <= 25 * 2**20
     config = json.loads((directory / "config.json").read_text())

@@ -1,18 +1,27 @@
-"""The strategy interface and its registry.
+"""The strategy interface, its registry, and strategies by dotted path.
 
-A strategy only proposes: given the committed tokens it returns draft tokens (and the
-draft's probabilities when it sampled them). The shared loop in `specdec.decoding`
-verifies them with one target pass, accepts a prefix, commits, rolls the target cache
-back and records metrics; then `on_commit` lets the strategy roll back its own state.
+A strategy proposes: given the committed tokens it returns draft tokens (and the draft's
+probabilities when it sampled them), and names the acceptance rule its proposals are verified
+by. The shared loop in `specdec.decoding` verifies them with one target pass, accepts a prefix
+by that rule, commits, rolls the target cache back and records metrics; then `on_commit` lets
+the strategy roll back its own state.
 """
 
+from __future__ import annotations
+
+import importlib
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from specdec.errors import ConfigError
 from specdec.sampling import SamplingParams
+from specdec.verify import default_rule, tree_greedy, tree_sampling
+
+if TYPE_CHECKING:
+    from caching.prefix import PrefixCache
+    from specdec.tree import Tree
 
 
 @dataclass
@@ -24,7 +33,7 @@ class Request:
     sampling: SamplingParams
     generator: torch.Generator | None
     device: torch.device
-    prefix_cache: object = None  # caching.prefix.PrefixCache when cache=radix; models prefill through it
+    prefix_cache: PrefixCache | None = None  # with cache=radix every model of the request prefills through it
     kv_cache: str = "preallocated"  # the KV cache kind every model of the request uses
     target_hidden: torch.Tensor | None = None  # (n, hidden size) the target's last hidden states at the n
     # positions its last pass added to its cache (prefill: the prompt's uncached ones; verify: the pending token's
@@ -36,7 +45,7 @@ class Request:
 class Proposal:
     tokens: torch.Tensor  # (k,) draft token ids on the model's device; k may be 0
     probs: torch.Tensor | None = None  # (k, V) draft distributions when sampled; None if deterministic
-    tree: object = None  # specdec.tree.Tree when the tokens are a tree's nodes (row i + 1 = tokens[i]); None for a chain
+    tree: Tree | None = None  # when the tokens are a tree's nodes (row i + 1 = tokens[i]); None for a chain
 
     @staticmethod
     def empty(device) -> "Proposal":
@@ -48,7 +57,8 @@ class Strategy:
     needs_draft_model: ClassVar[bool] = False
     needs_target_model: ClassVar[bool] = False  # given the target model (e.g. to share its LM head)
     needs_target_hidden: ClassVar[bool] = False  # the decoder keeps request.target_hidden up to date
-    builds_modules: ClassVar[bool] = False  # given layout= (specdec.models.Layout) for the modules it runs
+    prepared_modules: ClassVar[tuple[str, ...]] = ()  # attributes holding modules it runs; the runner
+    # replaces each by its prepared copy (specdec.runtime.prepare), so strategies never lay modules out
 
     def begin(self, request: Request) -> None:
         """A new request starts: reset per-request state (caches, tables)."""
@@ -60,9 +70,14 @@ class Strategy:
     def on_commit(self, request: Request, accepted: int) -> None:
         """request.tokens now holds `accepted` of the proposed tokens plus the target's token."""
 
-    def tree_rule(self, sampling: SamplingParams):
-        """The acceptance rule for this strategy's tree proposals (specdec.verify)."""
-        raise NotImplementedError(f"strategy {self.name!r} proposed a tree but has no tree acceptance rule")
+    def acceptance_rule(self, sampling: SamplingParams, tree: bool):
+        """The rule (specdec.verify) that verifies this strategy's chain or tree proposals. The
+        defaults are lossless: greedy match, or rejection sampling for a chain whose draft sampled
+        its tokens; for a tree (a deterministic function of the draft's scores) the target
+        draws after every node."""
+        if tree:
+            return tree_greedy if sampling.greedy else tree_sampling
+        return default_rule(sampling)
 
     def stats(self, request: Request) -> dict:
         """Strategy-specific numbers for the finished request's record (e.g. Medusa's head accuracy)."""
@@ -77,23 +92,42 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-def create_strategy(name: str, draft_model=None, target_model=None, layout=None, **options) -> Strategy:
-    """Build a registered strategy by name with its options (e.g. gamma for `draft`); `layout`
-    (the runtime's specdec.models.Layout) goes to strategies that build modules of their own."""
+def strategy_class(name: str | None = None, target: str | None = None) -> type[Strategy]:
+    """A registered strategy by `name`, or any Strategy subclass by dotted path (`target`,
+    `package.module.ClassName`, importable from PYTHONPATH: Hydra's `_target_` convention)."""
+    if target:
+        module_name, _, class_name = str(target).rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name) if module_name else None
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"cannot import strategy.target={target!r} ({e}): give package.module.ClassName "
+                              "importable from PYTHONPATH") from None
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise ConfigError(f"strategy.target={target!r} is not a specdec.strategies.Strategy subclass: "
+                              "subclass Strategy and implement propose")
+        return cls
     if name not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}; known strategies: {', '.join(sorted(STRATEGIES))}")
-    cls = STRATEGIES[name]
+        raise ConfigError(f"unknown strategy {name!r}; known strategies: {', '.join(sorted(STRATEGIES))} "
+                          "(or strategy.target=package.module.ClassName)")
+    return STRATEGIES[name]
+
+
+def create_strategy(name: str | None = None, draft_model=None, target_model=None, target: str | None = None,
+                    **options) -> Strategy:
+    """Build a strategy, registered (`name`) or by dotted path (`target`), with its options
+    (e.g. gamma for `draft`); the draft and target models go to those that need them."""
+    cls = strategy_class(name, target)
+    label = target or name
     if cls.needs_draft_model:
         if draft_model is None:
-            raise ConfigError(f"strategy {name!r} needs a draft model: set draft.name_or_path or draft.num_layers")
+            raise ConfigError(f"strategy {label!r} needs a draft model: set draft.name_or_path or draft.num_layers")
         options["draft_model"] = draft_model
     if cls.needs_target_model:
         if target_model is None:
-            raise ConfigError(f"strategy {name!r} needs the target model: pass target_model=")
+            raise ConfigError(f"strategy {label!r} needs the target model: pass target_model=")
         options["target_model"] = target_model
-    if cls.builds_modules and layout is not None:
-        options["layout"] = layout
     try:
         return cls(**options)
     except TypeError as e:
-        raise ConfigError(f"bad options for strategy {name!r}: {e}") from None
+        hint = " (start from strategy=custom, so that no built-in strategy's options are passed on)" if target else ""
+        raise ConfigError(f"bad options for strategy {label!r}: {e}{hint}") from None

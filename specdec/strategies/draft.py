@@ -7,7 +7,7 @@ both only change how many tokens are proposed, so verification stays lossless.""
 
 import torch
 
-from specdec.cached_model import CachedModel
+from specdec.runtime.cached_model import CachedModel
 from specdec.errors import ConfigError
 from specdec.sampling import probabilities, sample
 from specdec.strategies.base import Proposal, Request, Strategy, register
@@ -20,8 +20,14 @@ class DraftModel(Strategy):
     name = "draft"
     needs_draft_model = True
     keeps_draft_hidden = False  # whether the draft's cache keeps its hidden states (EAGLE feeds them back)
+    prepared_modules = ("draft_model",)
 
     def __init__(self, draft_model, gamma: int = 4, gamma_schedule: str = "constant", stop_below_prob: float = 0.0):
+        self.draft_model = draft_model
+        self._drafting(gamma, gamma_schedule, stop_below_prob)
+
+    def _drafting(self, gamma: int, gamma_schedule: str, stop_below_prob: float) -> None:
+        """Check and set how many tokens to draft, and when to stop early."""
         if not isinstance(gamma, int) or gamma < 1:
             raise ConfigError(f"strategy.gamma must be an integer >= 1 (got {gamma!r}); use strategy=baseline for no drafting")
         if gamma_schedule not in SCHEDULES:
@@ -32,7 +38,6 @@ class DraftModel(Strategy):
         self.gamma = gamma
         self.gamma_schedule = gamma_schedule
         self.stop_below_prob = float(stop_below_prob)
-        self.draft_model = draft_model
         self.draft = None
         self.length = gamma  # this request's draft length, moved by the schedule
         self.proposed = 0  # tokens in the last proposal

@@ -1,5 +1,5 @@
 """EAGLE (Li et al. 2024): draft-model speculation where the draft is one decoder layer on
-the target's own hidden states (specdec.eagle_draft), proposing a chain that the target
+the target's own hidden states (specdec.drafts.eagle_draft), proposing a chain that the target
 verifies in one pass, exactly as `draft` does (greedy match; lossless rejection sampling),
 or with `tree_nodes`, EAGLE-2's dynamic tree (Li et al. 2024b), verified as Medusa's trees are.
 
@@ -13,14 +13,11 @@ schedule, the confidence stop, rollback) is the `draft` strategy's.
 
 import torch
 
-from specdec.eagle_draft import EagleDraft, load_eagle_draft
+from specdec.drafts.eagle_draft import EagleDraft, load_eagle_draft
 from specdec.errors import ConfigError
-from specdec.few_row_linear import shared_copy
-from specdec.models import Layout
 from specdec.strategies.base import Proposal, Request, register
 from specdec.strategies.draft import DraftModel
 from specdec.tree import DraftLevel, Tree, grown_ancestors, require_tree_attention
-from specdec.verify import tree_greedy, tree_sampling
 
 
 @register
@@ -30,21 +27,23 @@ class Eagle(DraftModel):
     needs_target_model = True
     needs_target_hidden = True
     keeps_draft_hidden = True
-    builds_modules = True
+    prepared_modules = ("eagle",)
 
     def __init__(self, target_model, draft="smollm2-135m-eagle", head_tokens: int | None = None, gamma: int = 3,
                  gamma_schedule: str = "constant", stop_below_prob: float = 0.3, tree_nodes: int | None = None,
-                 tree_topk: int = 4, layout: Layout = Layout()):
-        stock = draft if isinstance(draft, EagleDraft) else load_eagle_draft(draft, target_model, head_tokens)[0]
-        self.eagle = shared_copy(stock)  # what we run: the same weights in the runtime's layout
-        self.eagle.lm = layout.model(stock.lm)
-        layout.linears(self.eagle.fc)
-        super().__init__(self.eagle.lm, gamma, gamma_schedule, stop_below_prob)
+                 tree_topk: int = 4):
+        self.eagle = draft if isinstance(draft, EagleDraft) else load_eagle_draft(draft, target_model, head_tokens)[0]
+        self._drafting(gamma, gamma_schedule, stop_below_prob)
         if tree_nodes is not None:
             check_tree_options(target_model, tree_nodes, tree_topk, gamma_schedule, stop_below_prob)
         self.tree_nodes, self.tree_topk = tree_nodes, tree_topk
         self.verified = 0  # draft positions fed with the target's true hidden states (kept after a step)
         self.predicted = None  # (1, d) the draft's guess of the target's hidden state at its next position
+
+    @property
+    def draft_model(self):
+        """The draft's decoder (`draft`'s loop runs it); `fc` maps its inputs."""
+        return self.eagle.lm
 
     def propose(self, request: Request, max_tokens: int) -> Proposal:
         depth = min(self.gamma, max_tokens)
@@ -85,9 +84,6 @@ class Eagle(DraftModel):
         best = {path: token for _, path, token in candidates[: self.tree_nodes]}
         tree = Tree(list(best))
         return Proposal(torch.tensor([best[tuple(p)] for p in tree.choices], device=request.device), tree=tree)
-
-    def tree_rule(self, sampling):
-        return tree_greedy if sampling.greedy else tree_sampling  # both lossless for a deterministic tree
 
     def _catch_up(self, request: Request) -> torch.Tensor:
         """Feed the positions the target verified since the draft's last pass (their true hidden

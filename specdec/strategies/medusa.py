@@ -11,11 +11,11 @@ distribution) or `exact` (the target draws after every node, lossless).
 import torch
 
 from specdec.errors import ConfigError
-from specdec.medusa_heads import MedusaHeads, load_medusa_heads
-from specdec.models import Layout, frequent_token_head
+from specdec.drafts.medusa_heads import MedusaHeads, load_medusa_heads
+from specdec.drafts.assets import frequent_token_head
 from specdec.strategies.base import Proposal, Request, Strategy, register
 from specdec.tree import Tree, best_tree, chain, require_tree_attention
-from specdec.verify import tree_greedy, tree_sampling, typical_acceptance
+from specdec.verify import typical_acceptance
 
 ACCEPTANCE = ("typical", "exact")
 
@@ -25,11 +25,10 @@ class Medusa(Strategy):
     name = "medusa"
     needs_target_model = True
     needs_target_hidden = True
-    builds_modules = True
+    prepared_modules = ("heads", "lm_head")
 
     def __init__(self, target_model, heads="smollm2-135m-medusa", tree=None, acceptance: str = "typical",
-                 posterior_threshold: float = 0.09, posterior_alpha: float = 0.3, head_tokens: int | None = None,
-                 layout: Layout = Layout()):
+                 posterior_threshold: float = 0.09, posterior_alpha: float = 0.3, head_tokens: int | None = None):
         if acceptance not in ACCEPTANCE:
             raise ConfigError(f"strategy.acceptance must be one of {', '.join(ACCEPTANCE)} (got {acceptance!r})")
         require_tree_attention(target_model, "tree verification",
@@ -42,7 +41,7 @@ class Medusa(Strategy):
         self.tree = Tree(self.tree_choices(tree))
         if self.tree.depth > self.heads.num_heads:
             raise ConfigError(f"strategy.tree is {self.tree.depth} deep but there are {self.heads.num_heads} Medusa heads")
-        self.lm_head = self._lm_head(target_model, head_tokens, config, layout)
+        self.lm_head = self._lm_head(target_model, head_tokens, config)
         self.acceptance = acceptance
         self.typical = typical_acceptance(posterior_threshold, posterior_alpha)
         self.pruned: dict[int, Tree] = {}
@@ -64,15 +63,14 @@ class Medusa(Strategy):
             return best_tree(config["topk_accuracy"], tree)
         return [list(path) for path in tree]
 
-    def _lm_head(self, target_model, head_tokens: int | None, config: dict, layout: Layout):
-        """The target's LM head, or its `head_tokens` most frequent tokens only (specdec.subset_head)."""
+    def _lm_head(self, target_model, head_tokens: int | None, config: dict):
+        """The target's LM head, or its `head_tokens` most frequent tokens only (specdec.drafts.subset_head)."""
         head = target_model.get_output_embeddings()
         if not head_tokens:
             return head
         if "directory" not in config:
             raise ConfigError("strategy.head_tokens needs heads loaded from a directory with tokens_by_frequency.json")
-        subset = frequent_token_head(head.weight, config["directory"], head_tokens)
-        return layout.linears(subset)  # its few rows take the runtime's product (measured fastest here by default)
+        return frequent_token_head(head.weight, config["directory"], head_tokens)
 
     def begin(self, request: Request) -> None:
         self.guesses = []
@@ -93,10 +91,10 @@ class Medusa(Strategy):
             self.pruned[depth] = self.tree.pruned(depth)
         return self.pruned[depth]
 
-    def tree_rule(self, sampling):
-        if sampling.greedy:
-            return tree_greedy
-        return self.typical if self.acceptance == "typical" else tree_sampling
+    def acceptance_rule(self, sampling, tree: bool):
+        if sampling.greedy or self.acceptance == "exact":
+            return super().acceptance_rule(sampling, tree)
+        return self.typical  # lossy: Medusa's typical acceptance
 
     def stats(self, request: Request) -> dict:
         """Each head's top-1 guesses checked against the tokens that were finally generated (only the

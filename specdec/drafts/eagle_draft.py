@@ -23,11 +23,11 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from specdec.errors import ConfigError
-from specdec.models import borrow_embeddings, frequent_token_head
+from specdec.drafts.assets import asset_directory, frequent_token_head
+from specdec.drafts.draft_model import borrow_embeddings
 
 CONFIG = "eagle_config.json"
 WEIGHTS = "eagle_draft.safetensors"
-SHIPPED = {"smollm2-135m-eagle": Path(__file__).parent / "eagle" / "smollm2-135m"}  # alias -> directory
 
 
 class EagleDraft(nn.Module):
@@ -90,11 +90,11 @@ def save_eagle_draft(draft: EagleDraft, directory: Path, meta: dict) -> None:
 
 def load_eagle_draft(name_or_path, target: nn.Module, head_tokens: int | None = None) -> tuple[EagleDraft, dict]:
     """The draft for `target` from a directory or alias (e.g. smollm2-135m-eagle): (draft, config);
-    with `head_tokens`, its head scores only the target's most frequent tokens (specdec.subset_head)."""
-    directory = Path(SHIPPED.get(str(name_or_path), name_or_path))
+    with `head_tokens`, its head scores only the target's most frequent tokens (specdec.drafts.subset_head)."""
+    directory = asset_directory(name_or_path)
     if not (directory / CONFIG).exists():
         raise ConfigError(f"no EAGLE draft in {str(directory)!r} (eagle_config.json missing): train one with "
-                          f"`python -m experiments.train_eagle`, or use {', '.join(SHIPPED)}")
+                          f"`python -m experiments.train_eagle`, or use smollm2-135m-eagle")
     config = json.loads((directory / CONFIG).read_text())
     text = target.config.get_text_config()
     expected = (text.model_type, text.hidden_size, text.vocab_size)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specdec.machine import cache_root, cpu_name
+from specdec.runtime.machine import cache_root, cpu_name
 
 log = logging.getLogger(__name__)
 

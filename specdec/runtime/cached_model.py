@@ -10,7 +10,7 @@ import torch
 from transformers import DynamicCache
 
 from specdec.errors import ConfigError
-from specdec.kv_cache import PreallocatedCache
+from specdec.runtime.kv_cache import PreallocatedCache
 
 KV_CACHES = {"preallocated": PreallocatedCache, "dynamic": lambda config: DynamicCache(config=config)}
 
@@ -22,7 +22,7 @@ def cache_argument(model: torch.nn.Module) -> str:
 
 
 class CachedModel:
-    """`kv_cache` picks the cache: "preallocated" (specdec.kv_cache, rollback moves a pointer)
+    """`kv_cache` picks the cache: "preallocated" (specdec.runtime.kv_cache, rollback moves a pointer)
     or "dynamic" (transformers' DynamicCache, for comparison). With `keep_hidden`, every forward
     also keeps `hidden`: the decoder's last hidden states (after the final norm, what the LM head
     reads) at every new position, even when only the last logits are computed; Medusa's heads and

@@ -15,11 +15,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from specdec.drafts.assets import asset_directory
 from specdec.errors import ConfigError
 
 CONFIG = "medusa_config.json"
 WEIGHTS = "medusa_heads.safetensors"
-SHIPPED = {"smollm2-135m-medusa": Path(__file__).parent / "medusa" / "smollm2-135m"}  # alias -> directory
 
 
 class ResidualBlock(nn.Module):
@@ -73,10 +73,10 @@ def save_medusa_heads(heads: MedusaHeads, directory: Path, meta: dict) -> None:
 
 def load_medusa_heads(name_or_path, target, device=None, dtype=None) -> tuple[MedusaHeads, dict]:
     """Heads for `target` from a directory (or alias, e.g. smollm2-135m-medusa): (heads, config)."""
-    directory = Path(SHIPPED.get(str(name_or_path), name_or_path))
+    directory = asset_directory(name_or_path)
     if not (directory / CONFIG).exists():
         raise ConfigError(f"no Medusa heads in {str(directory)!r} (medusa_config.json missing): train them with "
-                          f"`python -m experiments.train_medusa`, or use {', '.join(SHIPPED)}")
+                          f"`python -m experiments.train_medusa`, or use smollm2-135m-medusa")
     config = {**json.loads((directory / CONFIG).read_text()), "directory": str(directory)}
     expected = (target.config.get_text_config().hidden_size, target.config.get_text_config().vocab_size)
     if (config["hidden_size"], config["vocab_size"]) != expected:

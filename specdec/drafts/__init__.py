@@ -1,0 +1,1 @@
+"""What strategies draft with: draft models, the EAGLE draft, Medusa heads, and the shipped ones."""

@@ -1,0 +1,77 @@
+"""The one step that puts a module into the form our decoders run on this machine.
+
+Every module a run executes goes through `prepare`: the target, a draft model, and the modules
+strategies build themselves (EAGLE's draft, Medusa's heads and LM head), which they list in
+`Strategy.prepared_modules`. So `runtime.layers=stock` or `runtime.linear=stock` holds for all
+of them, and no strategy needs to know how the runtime lays modules out.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from specdec.errors import ConfigError
+from specdec.runtime.few_row_linear import few_row_linears, shared_copy
+from specdec.runtime.fused_layers import fuse_decoder_layers
+
+LINEAR_LAYOUTS = ("auto", "few_rows", "stock")
+LAYERS = ("fused", "stock")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How modules run (the runtime config group's layers, linear and compile)."""
+
+    layers: str = "fused"  # fused: Llama-style layers in a few large ops (fused_layers); stock: as shipped
+    linear: str = "auto"  # auto: per shape the product timed fastest here (few_row_linear); few_rows; stock
+    compile: bool = False  # torch.compile every causal LM's forward
+
+    def __post_init__(self):
+        if self.linear not in LINEAR_LAYOUTS:
+            raise ConfigError(f"unknown runtime.linear {self.linear!r}: use {' or '.join(LINEAR_LAYOUTS)}")
+        if self.layers not in LAYERS:
+            raise ConfigError(f"unknown runtime.layers {self.layers!r}: use {' or '.join(LAYERS)}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"runtime.compile must be true or false (got {self.compile!r})")
+
+    @staticmethod
+    def of(runtime_cfg) -> "Runtime":
+        """The settings of a `runtime` config node."""
+        return Runtime(runtime_cfg.layers, runtime_cfg.linear, runtime_cfg.compile)
+
+
+def prepare(module: nn.Module, runtime: Runtime = Runtime()) -> nn.Module:
+    """A copy of `module` sharing every weight with it (the original stays stock, for the
+    anchors), with every causal LM inside it given fused layers, every linear layer the
+    runtime's product and, with compile, every causal LM a compiled forward."""
+    ours = shared_copy(module)
+    language_models = [m for m in ours.modules()  # causal LMs, not their inner decoders
+                       if isinstance(m, PreTrainedModel) and m.get_output_embeddings() is not None]
+    if runtime.layers == "fused":
+        for lm in language_models:
+            fuse_decoder_layers(lm)
+    if runtime.linear != "stock":
+        few_row_linears(ours, measure=runtime.linear == "auto")
+    if runtime.compile:
+        for lm in language_models:
+            lm.forward = torch.compile(lm.forward, dynamic=True)
+    return ours
+
+
+def prepare_once(module: nn.Module, runtime: Runtime, prepared: dict[int, nn.Module]) -> nn.Module:
+    """`prepare`, remembered in `prepared` (id of the stock module -> its copy), so that modules
+    shared by several runners (the target, one draft model) are prepared and laid out once."""
+    if id(module) not in prepared:
+        prepared[id(module)] = prepare(module, runtime)
+        prepared[id(prepared[id(module)])] = prepared[id(module)]  # preparing a prepared module is a no-op
+    return prepared[id(module)]
+
+
+def prepare_strategy(strategy, runtime: Runtime = Runtime(), prepared: dict[int, nn.Module] | None = None):
+    """Replace each module the strategy runs (its `prepared_modules`) by its prepared copy."""
+    prepared = {} if prepared is None else prepared
+    for name in strategy.prepared_modules:
+        setattr(strategy, name, prepare_once(getattr(strategy, name), runtime, prepared))
+    return strategy
