@@ -24,7 +24,7 @@ class Request:
     sampling: SamplingParams
     generator: torch.Generator | None
     device: torch.device
-    prefix_cache: object = None  # caching.prefix.PrefixCache when cache=radix; models prefill through it
+    prefix_cache: object = None  # the request's caching.prefix.CacheRequest when cache=radix; models prefill through it
     kv_cache: str = "preallocated"  # the KV cache kind every model of the request uses
     target_hidden: torch.Tensor | None = None  # (n, hidden size) the target's last hidden states at the n
     # positions its last pass added to its cache (prefill: the prompt's uncached ones; verify: the pending token's
