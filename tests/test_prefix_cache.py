@@ -1,6 +1,7 @@
 """The radix prefix cache changes where prompt KV comes from, never what is generated."""
 
 import random
+import threading
 
 import pytest
 import torch
@@ -143,3 +144,35 @@ def test_longest_prefix_order_and_ideal_hit_rate():
     assert order_by_longest_prefix(prompts) == [0, 2, 1, 3]
     # FIFO: prompt 2 reuses 5 tokens of prompt 0, prompt 3 reuses 4 of prompt 1
     assert ideal_hit_rate(prompts) == pytest.approx(9 / 22)
+    salts = ["x", "x", "y", "x"]  # prompt 2 is another tenant's: it shares nothing
+    assert order_by_longest_prefix(prompts, salts) == [0, 1, 3, 2]
+    assert ideal_hit_rate(prompts, salts) == pytest.approx(4 / 22)
+
+
+def test_requests_on_threads_share_one_cache():
+    """Requests in flight at once on one cache (two decoders, two threads) decode as without it."""
+    target = tiny("llama")
+    cache = PrefixCache(max_bytes=60_000)
+    config = GenerationConfig(max_new_tokens=6)
+    prompts = shared_prefix_workload(random.Random(7), groups=2, per_group=6)
+    expected = [Decoder(target, create_strategy("baseline")).generate(p, config).token_ids for p in prompts]
+    outputs, errors = {}, []
+
+    def serve(indices):
+        decoder = Decoder(target, create_strategy("baseline"), prefix_cache=cache)
+        try:
+            for i in indices:
+                outputs[i] = decoder.generate(prompts[i], config)
+        except Exception as e:  # noqa: BLE001  (reported by the main thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=serve, args=(range(k, len(prompts), 2),)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert [outputs[i].token_ids for i in range(len(prompts))] == expected
+    assert sum(out.metrics.cached_prompt_tokens for out in outputs.values()) > 0
+    cache.tree_for("").check_invariants()
+    assert cache.tree_for("").root.lock_count == 0
