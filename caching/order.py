@@ -1,6 +1,8 @@
 """Request order for a queue of prompts, and the best hit rate any order-preserving cache
 could reach: FIFO keeps the queue as it is; `longest_prefix` (SGLang's longest-prefix-match
-scheduling) serves next the request that shares the most tokens with those already served."""
+scheduling) serves next the request that shares the most tokens with those already served.
+With `salts` (one a prompt), prompts share tokens only with prompts of the same salt, as in
+the cache (caching.prefix)."""
 
 from caching.radix import common_prefix_length
 
@@ -10,8 +12,9 @@ def _longest_shared(prompt: list[int], served: list[list[int]]) -> int:
     return min(len(prompt) - 1, max((common_prefix_length(prompt, s) for s in served), default=0))
 
 
-def order_by_longest_prefix(prompts: list[list[int]]) -> list[int]:
+def order_by_longest_prefix(prompts: list[list[int]], salts: list | None = None) -> list[int]:
     """Indices of `prompts` in longest-prefix-match order (ties keep queue order)."""
+    salts = salts or [None] * len(prompts)
     shared = {i: 0 for i in range(len(prompts))}  # waiting prompt -> tokens shared with one served
     order = []
     while shared:
@@ -19,11 +22,14 @@ def order_by_longest_prefix(prompts: list[list[int]]) -> list[int]:
         del shared[best]
         order.append(best)
         for i in shared:  # only the newly served prompt can raise a waiting prompt's match
-            shared[i] = max(shared[i], _longest_shared(prompts[i], [prompts[best]]))
+            if salts[i] == salts[best]:
+                shared[i] = max(shared[i], _longest_shared(prompts[i], [prompts[best]]))
     return order
 
 
-def ideal_hit_rate(prompts: list[list[int]]) -> float:
+def ideal_hit_rate(prompts: list[list[int]], salts: list | None = None) -> float:
     """Cached prompt tokens / prompt tokens for an unbounded cache serving `prompts` in this order."""
-    hits = sum(_longest_shared(p, prompts[:i]) for i, p in enumerate(prompts))
+    salts = salts or [None] * len(prompts)
+    hits = sum(_longest_shared(p, [q for q, salt in zip(prompts[:i], salts) if salt == salts[i]])
+               for i, p in enumerate(prompts))
     return hits / sum(len(p) for p in prompts)

@@ -2,22 +2,17 @@
 
 Each node owns the KV of exactly the tokens on its edge, so the KV of a cached prefix is the
 segments on the path from the top down to the node where the match ends. The tree never looks
-inside a segment; it only needs this protocol:
-
-    class Segment(typing.Protocol):
-        nbytes: int                                        # bytes it holds
-        def split(self, at: int) -> tuple[Segment, Segment]: ...  # first `at` tokens, the rest
-        def __len__(self) -> int: ...                      # tokens it covers (optional)
-
-`split` must conserve bytes (head.nbytes + tail.nbytes == nbytes): the tree splits segments
-on every match that ends inside an edge, and a split that grew the cache could break the
-budget without an insert to evict for it. A split that does not conserve bytes raises.
+inside a segment; it only needs the `Segment` protocol below, whose `split` must conserve bytes
+(head.nbytes + tail.nbytes == nbytes): the tree splits segments on every match that ends inside
+an edge, and a split that grew the cache could break the budget without an insert to evict for
+it. A split that does not conserve bytes raises.
 
 Design choices:
 - Namespaces (model identity plus an optional salt, joined by the caller into one string)
   each get their own sub-root under the root, so two models or tenants never share an entry,
-  while all of them share one byte budget and one LRU. Namespace roots hold no tokens, are
-  never evicted, and stay once created.
+  while all of them share the tree's byte budget and LRU (caching.prefix gives each tenant a
+  tree of its own when they must not). Namespace roots hold no tokens, are never evicted, and
+  stay once created.
 - A split keeps the original node object as the lower part and puts a new node above it, so a
   handle a caller holds (maybe locked) still ends at the same depth after later splits.
 - Edges are never re-merged. After a split or the eviction of a sibling, a node may have a
@@ -28,24 +23,35 @@ Design choices:
   least as recent as its children and leaves go before the prefixes they extend.
 - Locks count references on a node and all its ancestors up to the root, so a parent's count
   is at least each child's, and any unlocked subtree can be evicted leaf by leaf.
+
+Concurrency: one re-entrant lock per tree serialises every public method. An operation touches
+the whole path to the root and the shared counters, and eviction the whole tree, so finer locks
+would be taken almost everywhere for nothing: the operations are short pure Python, which runs
+one thread at a time anyway. Without it, `+=` on the counters lost updates under 4 threads. A
+handle is only safe while locked, so `match_prefix(..., lock=True)` matches and locks at once:
+between a separate match and lock another thread could evict the node.
 """
 
+import functools
 import heapq
 import itertools
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from caching import radix_check
 
 logger = logging.getLogger(__name__)
 
 
 class Segment(Protocol):
-    nbytes: int
+    nbytes: int  # bytes it holds
 
-    def split(self, at: int) -> tuple["Segment", "Segment"]: ...
+    def split(self, at: int) -> tuple["Segment", "Segment"]: ...  # first `at` tokens, the rest
 
-    def __len__(self) -> int: ...  # optional: only check_invariants uses it
+    def __len__(self) -> int: ...  # tokens it covers; optional: only check_invariants uses it
 
 
 class Node:
@@ -64,7 +70,7 @@ class Node:
         self.last_access = last_access
 
     def __repr__(self) -> str:
-        return f"Node(edge={_abbreviate(self.edge)}, lock_count={self.lock_count})"
+        return f"Node(edge={radix_check.abbreviate(self.edge)}, lock_count={self.lock_count})"
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,19 @@ class Match:
     node: Node  # handle: the deepest node of the match, for segments() and lock()
 
 
+def _serialized(method):
+    """Run `method` holding the tree's lock (see Concurrency above)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._mutex:
+            return method(self, *args, **kwargs)
+    return run
+
+
 class RadixTree:
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
+        self._mutex = threading.RLock()  # re-entrant: insert locks, evicts and unlocks through public methods
         self.root = Node()
         self._namespaces: dict[str, Node] = {}
         self._clock = 0
@@ -86,9 +102,10 @@ class RadixTree:
         self._hit_tokens = 0
         self._evictions = 0
 
-    def match_prefix(self, tokens: Sequence[int], namespace: str = "") -> Match:
+    @_serialized
+    def match_prefix(self, tokens: Sequence[int], namespace: str = "", lock: bool = False) -> Match:
         """Longest cached prefix of `tokens`. Splits the last node if the match ends inside
-        its edge, so the handle covers exactly the match."""
+        its edge, so the handle covers exactly the match; with `lock`, locks it too."""
         tokens = tuple(tokens)
         namespace_root = self._namespaces.get(namespace)
         if namespace_root is None:
@@ -97,12 +114,16 @@ class RadixTree:
             node, length = self._walk(namespace_root, tokens, self._tick())
         self._queried_tokens += len(tokens)
         self._hit_tokens += length
+        if lock:
+            self.lock(node)
         return Match(length, node)
 
+    @_serialized
     def segments(self, node: Node) -> list:
         """The segments from the top down to `node`: together, the KV of its whole prefix."""
         return [n.segment for n in reversed(self._path_to_root(node)) if n.segment is not None]
 
+    @_serialized
     def insert(self, tokens: Sequence[int], kv: Segment, namespace: str = "", start: int = 0) -> int:
         """Cache `tokens`, storing only the part not cached yet. `kv` is the KV of tokens[start:]
         (a caller that knows the first `start` tokens are cached need not copy their KV); if
@@ -126,6 +147,7 @@ class RadixTree:
         self._node_count += 1
         return len(tokens)
 
+    @_serialized
     def lock(self, node: Node) -> None:
         """Protect `node` and its ancestors from eviction until the matching unlock."""
         for n in self._path_to_root(node):
@@ -133,6 +155,7 @@ class RadixTree:
                 self._locked_bytes += n.segment.nbytes
             n.lock_count += 1
 
+    @_serialized
     def unlock(self, node: Node) -> None:
         path = self._path_to_root(node)
         if node.lock_count <= 0:  # ancestors count at least as much, so checking `node` suffices
@@ -142,6 +165,7 @@ class RadixTree:
             if n.lock_count == 0 and n.segment is not None:
                 self._locked_bytes -= n.segment.nbytes
 
+    @_serialized
     def evict(self, nbytes: int) -> int:
         """Free at least `nbytes` by removing least recently used unlocked leaves, a parent
         becoming a candidate once its children are gone. Returns the bytes freed, which are
@@ -164,6 +188,7 @@ class RadixTree:
         return freed
 
     @property
+    @_serialized
     def stats(self) -> dict:
         """Counters since construction; `nodes` counts nodes holding tokens (not roots)."""
         return {
@@ -175,44 +200,15 @@ class RadixTree:
             "nodes": self._node_count,
         }
 
+    @_serialized
     def dump(self) -> str:
         """The tree, one node a line, indented by depth."""
-        lines = [f"RadixTree {self._bytes_in_use}/{self.max_bytes} bytes, {self._node_count} nodes, "
-                 f"lock {self.root.lock_count}"]
-        for name, namespace_root in self._namespaces.items():
-            lines.append(f"  namespace {name!r} lock {namespace_root.lock_count}")
-            stack = [(child, 2) for child in _sorted_children(namespace_root)[::-1]]
-            while stack:
-                node, depth = stack.pop()
-                lines.append(f"{'  ' * depth}[{_abbreviate(node.edge)}] {len(node.edge)} tok, "
-                             f"{node.segment.nbytes} B, lock {node.lock_count}")
-                stack.extend((child, depth + 1) for child in _sorted_children(node)[::-1])
-        return "\n".join(lines)
+        return radix_check.dump(self)
 
+    @_serialized
     def check_invariants(self) -> None:
         """Assert the structural invariants (for tests); see the module docstring for why."""
-        assert self.root.lock_count >= 0 and self.root.segment is None and not self.root.children
-        for namespace_root in self._namespaces.values():
-            assert namespace_root.parent is self.root and not namespace_root.edge
-            assert namespace_root.segment is None
-            assert 0 <= namespace_root.lock_count <= self.root.lock_count
-        total_bytes = locked_bytes = count = 0
-        for node in self._token_nodes():
-            parent = node.parent
-            assert node.edge, "non-root node with an empty edge"
-            assert parent.children.get(node.edge[0]) is node, "child not keyed by its first token"
-            assert node.segment is not None
-            if hasattr(node.segment, "__len__"):
-                assert len(node.segment) == len(node.edge), "segment does not cover its edge"
-            assert 0 <= node.lock_count <= parent.lock_count, "lock count above its parent's"
-            assert node.last_access <= parent.last_access or parent.segment is None, "child more recent"
-            total_bytes += node.segment.nbytes
-            locked_bytes += node.segment.nbytes if node.lock_count else 0
-            count += 1
-        assert total_bytes == self._bytes_in_use, f"bytes_in_use {self._bytes_in_use} != {total_bytes}"
-        assert locked_bytes == self._locked_bytes, f"locked bytes {self._locked_bytes} != {locked_bytes}"
-        assert count == self._node_count, f"node count {self._node_count} != {count}"
-        assert self._bytes_in_use <= self.max_bytes, "over budget"
+        radix_check.check_invariants(self)
 
     def _tick(self) -> int:
         self._clock += 1
@@ -280,9 +276,10 @@ class RadixTree:
             raise ValueError(f"{node!r} is not in this tree (evicted?)")
         return path
 
-    def _token_nodes(self) -> Iterator[Node]:
-        """Every node holding tokens, parents before children."""
-        stack = [child for namespace_root in self._namespaces.values() for child in namespace_root.children.values()]
+    def _token_nodes(self, namespace: str | None = None) -> Iterator[Node]:
+        """Every node holding tokens (in one namespace, if given), parents before children."""
+        stack = [child for name, namespace_root in self._namespaces.items() if namespace in (None, name)
+                 for child in namespace_root.children.values()]
         while stack:
             node = stack.pop()
             yield node
@@ -295,12 +292,3 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
             return i
     return min(len(a), len(b))
 
-
-def _sorted_children(node: Node) -> list[Node]:
-    return [node.children[key] for key in sorted(node.children)]
-
-
-def _abbreviate(edge: tuple[int, ...], limit: int = 8) -> str:
-    if len(edge) <= limit:
-        return " ".join(map(str, edge))
-    return " ".join(map(str, edge[: limit - 2])) + " ... " + " ".join(map(str, edge[-2:]))

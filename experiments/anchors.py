@@ -41,7 +41,9 @@ class HFGenerate:
         return {}
 
     @torch.inference_mode()
-    def generate(self, prompt_ids, config: GenerationConfig, seed: int | None = None) -> GenerationResult:
+    def generate(self, prompt_ids, config: GenerationConfig, seed: int | None = None,
+                 salt: str | None = None) -> GenerationResult:
+        """As Decoder.generate; `salt` only matters to a prefix cache, which anchors have none of."""
         sampling = config.sampling
         kwargs = dict(do_sample=False) if sampling.greedy else dict(
             do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k or None, top_p=sampling.top_p)

@@ -1,7 +1,9 @@
 """Prompt suites: JSONL files loaded with `datasets`, one object a line with a "prompt"
-string (or a "messages" list of {"role", "content"} turns) and optional "id" and
-"category"; turned into token ids with the chat template for chat models."""
+string (or a "messages" list of {"role", "content"} turns) and optional "id", "category" and
+"salt" (the tenant whose prefix-cache entries the prompt may use, see caching.prefix); turned
+into token ids with the chat template for chat models."""
 
+import json
 from pathlib import Path
 
 from datasets import load_dataset
@@ -29,6 +31,7 @@ def load_prompts(path: str | None = None, limit: int | None = None, suite: str =
     path = Path(path) if path else SUITES / f"{suite}.jsonl"
     if not path.is_file():
         raise ConfigError(f"dataset.path {str(path)!r} is not a file: give a JSONL file with one {{\"prompt\": ...}} per line")
+    check_salts(path)
     try:
         rows = load_dataset("json", data_files=str(path), split="train")
     except Exception as e:  # datasets raises many types for a malformed file
@@ -43,8 +46,23 @@ def load_prompts(path: str | None = None, limit: int | None = None, suite: str =
             "id": str(row.get("id") or i),
             "category": row.get("category") or "all",
             "messages": row.get("messages") or [{"role": "user", "content": row["prompt"]}],
+            "salt": row.get("salt"),
         })
     return prompts
+
+
+def check_salts(path: Path) -> None:
+    """Every "salt" is a string. Checked line by line before `datasets` reads the file: its type
+    inference fails on a column of mixed types without saying where, and skips blank lines."""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # blank or malformed: `datasets` reports the file
+        salt = row.get("salt") if isinstance(row, dict) else None
+        if salt is not None and not isinstance(salt, str):
+            raise ConfigError(f"{path} line {number}: \"salt\" must be a string (got {json.dumps(salt)}): quote it, "
+                              f"as \"salt\": {json.dumps(json.dumps(salt))}")
 
 
 def encode(tokenizer, messages: list[dict], chat_template: str | bool = "auto") -> list[int]:

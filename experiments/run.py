@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from caching.order import ideal_hit_rate, order_by_longest_prefix
-from caching.prefix import PrefixCache
+from caching.prefix import PrefixCache, check_settings
 from experiments.anchors import ANCHORS
 from experiments.prompts import encode, load_prompts
 from experiments.provenance import environment
@@ -88,14 +88,22 @@ def strategy_label(name: str, options: dict) -> str:
 
 
 def new_prefix_cache(cache_cfg: DictConfig) -> PrefixCache:
-    return PrefixCache(cache_cfg.max_bytes, cache_cfg.salt, cache_cfg.store_output)
+    return PrefixCache(cache_cfg.max_bytes, cache_cfg.salt, cache_cfg.store_output, cache_cfg.isolation)
 
 
 def check_cache_config(cache_cfg: DictConfig) -> None:
+    """ConfigError for a cache setting that cannot work, before any model loads."""
     if cache_cfg.name not in ("none", "radix"):
         raise ConfigError(f"unknown cache {cache_cfg.name!r}: use cache=none or cache=radix")
-    if cache_cfg.name == "radix" and cache_cfg.order not in ORDERS:
-        raise ConfigError(f"unknown cache.order {cache_cfg.order!r}: use one of {', '.join(ORDERS)}")
+    if cache_cfg.name == "radix":
+        if cache_cfg.order not in ORDERS:
+            raise ConfigError(f"unknown cache.order {cache_cfg.order!r}: use one of {', '.join(ORDERS)}")
+        check_settings(cache_cfg.max_bytes, cache_cfg.isolation, cache_cfg.salt)
+
+
+def prompt_salts(prompts: list[dict], cache_cfg: DictConfig) -> list[str]:
+    """Each prompt's salt: its own, else the cache's default."""
+    return [cache_cfg.salt if p.get("salt") is None else p["salt"] for p in prompts]
 
 
 def previous_records(path: Path, runners: dict) -> list[dict]:
@@ -140,7 +148,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
         p["input_ids"] = encode(tokenizer, p["messages"], cfg.dataset.chat_template)
         runners["baseline"].check(p["input_ids"], generation)  # every prompt fits, before any timing
     if cfg.cache.name == "radix" and cfg.cache.order == "longest_prefix":
-        prompts = [prompts[i] for i in order_by_longest_prefix([p["input_ids"] for p in prompts])]
+        order = order_by_longest_prefix([p["input_ids"] for p in prompts], prompt_salts(prompts, cfg.cache))
+        prompts = [prompts[i] for i in order]
 
     (run_dir / "run_info.json").write_text(json.dumps(
         {"config": OmegaConf.to_container(cfg, resolve=True), **environment(device)}, indent=2))
@@ -153,7 +162,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
         warmup = GenerationConfig(**{**vars(generation), "max_new_tokens": min(16, generation.max_new_tokens)})
         for p in prompts[: cfg.runtime.warmup]:
             for runner in runners.values():
-                runner.generate(p["input_ids"], warmup, seed=cfg.runtime.seed)
+                runner.generate(p["input_ids"], warmup, seed=cfg.runtime.seed, salt=p.get("salt"))
         for runner in runners.values():  # measure with a cold prefix cache, not one warmed by the warm-up
             if getattr(runner, "prefix_cache", None) is not None:
                 runner.prefix_cache = new_prefix_cache(cfg.cache)
@@ -163,7 +172,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
             for name, runner in runners.items():  # interleaved, so machine drift hits every strategy alike
                 if (p["id"], name) in done:
                     continue
-                result = runner.generate(p["input_ids"], generation, seed=cfg.runtime.seed + i)
+                result = runner.generate(p["input_ids"], generation, seed=cfg.runtime.seed + i, salt=p.get("salt"))
                 record = {
                     "prompt_id": p["id"], "category": p["category"], "strategy": name,
                     "greedy": generation.sampling.greedy, "stop_reason": result.stop_reason,
@@ -189,8 +198,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
         }
     for name in runners:
         if name.endswith("+radix"):
-            summary[name]["ideal_hit_rate"] = ideal_hit_rate([p["input_ids"] for p in prompts])
-            summary[name]["cache"] = runners[name].prefix_cache.tree.stats
+            summary[name]["ideal_hit_rate"] = ideal_hit_rate([p["input_ids"] for p in prompts],
+                                                             prompt_salts(prompts, cfg.cache))
+            summary[name]["cache"] = runners[name].prefix_cache.stats
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -70,8 +70,9 @@ class Decoder:
     """Runs one strategy against one target model.
 
     The strategy names the acceptance rule (Strategy.acceptance_rule). With a `prefix_cache`,
-    every model of the request prefills through it. `kv_cache` ("preallocated" or "dynamic")
-    is the KV cache every model of the request uses."""
+    every model of a request prefills through a handle of its own (caching.prefix), under the
+    request's salt. `kv_cache` ("preallocated" or "dynamic") is the KV cache every model of
+    the request uses."""
 
     def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None,
                  prefix_cache: PrefixCache | None = None, kv_cache: str = "preallocated"):
@@ -83,7 +84,10 @@ class Decoder:
         self.eos_token_ids = set(eos_token_ids) if eos_token_ids is not None else eos_ids_of(target_model, tokenizer)
         self.context_length = getattr(target_model.config, "max_position_embeddings", None)
 
-    def generate(self, prompt_ids, config: GenerationConfig, seed: int | None = None) -> GenerationResult:
+    def generate(self, prompt_ids, config: GenerationConfig, seed: int | None = None,
+                 salt: str | None = None) -> GenerationResult:
+        """`salt` keeps the request's prefix-cache entries apart from other salts' (default: the
+        cache's salt); without a prefix cache it changes nothing."""
         prompt_ids = [int(t) for t in prompt_ids]
         self.check(prompt_ids, config)
         sampling = config.sampling
@@ -91,13 +95,14 @@ class Decoder:
         generator = None if sampling.greedy else torch.Generator(device).manual_seed(seed or 0)
         stop = StopCriteria(len(prompt_ids), config.max_new_tokens, self.eos_token_ids, config.stop_strings, self.tokenizer)
         metrics = RequestMetrics(prompt_tokens=len(prompt_ids))
-        request = Request(list(prompt_ids), len(prompt_ids), sampling, generator, device, self.prefix_cache, self.kv_cache)
+        handle = self.prefix_cache.begin(salt) if self.prefix_cache is not None else None
+        request = Request(list(prompt_ids), len(prompt_ids), sampling, generator, device, handle, self.kv_cache)
 
         sync(device)
         start = time.perf_counter()
         try:
             self.strategy.begin(request)
-            logits, metrics.cached_prompt_tokens = self.target.prefill(prompt_ids, self.prefix_cache)
+            logits, metrics.cached_prompt_tokens = self.target.prefill(prompt_ids, handle)
             metrics.target_forwards = 1
             request.target_hidden = self.target.hidden
             first = logits[-1].argmax() if sampling.greedy else sample(probabilities(logits[-1], sampling), generator)
@@ -106,8 +111,8 @@ class Decoder:
             while reason is None:
                 reason = self._step(request, stop, metrics)
         finally:
-            if self.prefix_cache is not None:
-                self.prefix_cache.release(request.tokens, request.prompt_len)
+            if handle is not None:
+                handle.release(request.tokens, request.prompt_len)
         metrics.new_tokens = len(request.tokens) - request.prompt_len
         metrics.total_s = time.perf_counter() - start
         metrics.extra = self.strategy.stats(request)

@@ -61,16 +61,33 @@ def test_custom_dataset_sampling_and_baseline_only(tmp_path):
 
 
 def test_radix_cache_runs_with_and_without(tmp_path):
+    """Two tenants (the second prompt of each pair is another salt's) on partitioned caches: the
+    ideal hit rate counts only sharing within a salt, and the cache reaches it and no more."""
     shared = "You are a careful assistant. Answer briefly and cite the handbook. " * 3
     suite = tmp_path / "shared.jsonl"
-    suite.write_text("".join(json.dumps({"prompt": shared + q}) + "\n" for q in ["Hi?", "Why?", "How so?", "When?"]))
+    rows = [{"prompt": shared + q, **({"salt": "acme"} if i % 2 else {})}
+            for i, q in enumerate(["Hi?", "Why?", "How so?", "When?", "Where?", "Who?"])]
+    suite.write_text("".join(json.dumps(row) + "\n" for row in rows))
     run(f"dataset.path={suite}", "strategy=baseline", "cache=radix", "cache.order=longest_prefix",
-        "generation.max_new_tokens=5", "runtime.warmup=1", f"hydra.run.dir={tmp_path / 'out'}")
+        "cache.isolation=partitioned", "generation.max_new_tokens=5", "runtime.warmup=1",
+        f"hydra.run.dir={tmp_path / 'out'}")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert list(summary) == ["baseline", "baseline+radix"]
     cached = summary["baseline+radix"]
     assert cached["match_baseline"] == 1.0 and summary["baseline"]["hit_rate"] == 0.0
     assert 0 < cached["hit_rate"] <= cached["ideal_hit_rate"] and cached["hit_rate"] >= 0.95 * cached["ideal_hit_rate"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("cache.max_bytes=lots", "cache.max_bytes must be a whole number of bytes above 0 (got 'lots')"),
+    ("cache.max_bytes=0", "cache.max_bytes must be a whole number of bytes above 0 (got 0)"),
+    ("cache.isolation=private", "unknown cache.isolation 'private': use shared or partitioned"),
+])
+def test_bad_cache_settings_fail_before_any_model_loads(tmp_path, override, message):
+    result = run("cache=radix", override, "model.name_or_path=/no/such/dir", f"hydra.run.dir={tmp_path}", check=False)
+    output = result.stderr + result.stdout
+    assert result.returncode == 2 and message in output  # not "cannot load model": nothing was loaded
+    assert "Traceback" not in output and "cannot load model" not in output
 
 
 def test_gamma_sweep(tmp_path):

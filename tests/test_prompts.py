@@ -47,6 +47,21 @@ def test_bad_dataset_files(tmp_path, content, message):
         load_prompts(str(path))
 
 
+def test_salt_field_is_optional_and_kept(tmp_path):
+    path = tmp_path / "tenants.jsonl"
+    path.write_text('{"prompt": "a", "salt": "acme"}\n{"prompt": "b"}\n')
+    assert [p["salt"] for p in load_prompts(str(path))] == ["acme", None]
+
+
+@pytest.mark.parametrize("salt", ["7", "[\"acme\"]", "{\"t\": 1}", "true"])
+def test_salt_that_is_not_a_string_names_its_line(tmp_path, salt):
+    path = tmp_path / "tenants.jsonl"
+    path.write_text(f'{{"prompt": "a", "salt": "acme"}}\n\n{{"prompt": "b", "salt": {salt}}}\n')  # a blank line 2
+    with pytest.raises(ConfigError, match=r"tenants.jsonl line 3: \"salt\" must be a string .*quote it") as error:
+        load_prompts(str(path))
+    assert "\n" not in str(error.value)
+
+
 def test_unknown_suite_lists_the_shipped_ones():
     with pytest.raises(ConfigError, match="unknown dataset.suite 'nope'; shipped suites: embedded"):
         load_prompts(suite="nope")

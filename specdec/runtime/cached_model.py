@@ -54,7 +54,7 @@ class CachedModel:
 
     def prefill(self, tokens: list[int], prefix_cache=None) -> tuple[torch.Tensor, int]:
         """Start a new sequence on `tokens`: the last logits (1, V), and how many tokens' KV
-        came from the prefix cache (caching.prefix.PrefixCache) instead of being computed."""
+        came from the prefix cache (a request's caching.prefix.CacheRequest) instead of being computed."""
         self.reset()
         cached = prefix_cache.load(self, tokens) if prefix_cache is not None else 0
         return self.forward(torch.tensor(tokens[cached:], device=self.device), last_only=True), cached

@@ -20,7 +20,7 @@ from specdec.sampling import SamplingParams
 from specdec.verify import default_rule, tree_greedy, tree_sampling
 
 if TYPE_CHECKING:
-    from caching.prefix import PrefixCache
+    from caching.prefix import CacheRequest
     from specdec.tree import Tree
 
 
@@ -33,7 +33,7 @@ class Request:
     sampling: SamplingParams
     generator: torch.Generator | None
     device: torch.device
-    prefix_cache: PrefixCache | None = None  # with cache=radix every model of the request prefills through it
+    prefix_cache: CacheRequest | None = None  # the request's handle on the prefix cache (cache=radix); models prefill through it
     kv_cache: str = "preallocated"  # the KV cache kind every model of the request uses
     target_hidden: torch.Tensor | None = None  # (n, hidden size) the target's last hidden states at the n
     # positions its last pass added to its cache (prefill: the prompt's uncached ones; verify: the pending token's
