@@ -77,8 +77,11 @@ def anchor_runners(anchor, strategies: dict[str, dict], target, draft, tokenizer
 
 
 def strategy_name(options: dict) -> str:
-    """A strategy config's name, or for one given by dotted path (strategy.target) its class name."""
-    return options.get("name") or str(options.get("target")).rpartition(".")[2]
+    """A strategy config's name, or for a class given by dotted path (strategy.target) its own."""
+    if options.get("name"):
+        return options["name"]
+    cls = strategy_class(target=options.get("target"))
+    return getattr(cls, "name", cls.__name__)
 
 
 def strategy_label(name: str, options: dict) -> str:
