@@ -51,7 +51,7 @@ def step_timer(cached: CachedModel, tokens: int, context: int):
 
 
 def linear_floor_timer(model: torch.nn.Module, rows: int):
-    """A function timing every linear layer of `model` (as laid out by decoding_model) once over `rows` rows."""
+    """A function timing every linear layer of `model` (as laid out by specdec.runtime.prepare) once over `rows` rows."""
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype

@@ -1,4 +1,4 @@
-"""The quality of what a lossy strategy generates (DESIGN.md): the target's negative
+"""The quality of what a lossy strategy generates (docs/design.md): the target's negative
 log-likelihood per generated token, from its raw distribution (temperature 1, no filters).
 A lossless strategy matches the baseline's in expectation; typical acceptance may not."""
 

@@ -1,4 +1,4 @@
-"""Metric definitions of DESIGN.md, on hand-made step records."""
+"""Metric definitions of docs/design.md, on hand-made step records."""
 
 import pytest
 import torch

@@ -2,29 +2,19 @@
 
 A decode step multiplies every weight by 1 row and a verify pass by a few. Which kernel runs
 fastest for so few rows depends on the CPU and its BLAS, the matrix shape and the row count.
-Measured on two machines of this project (2 cores, SmolLM2-135M's matrices):
-- AMD EPYC: `F.linear` sends 1 row to a matrix-vector kernel and 2 to 32 rows to a slow
-  path, while `W @ x.T` over 2 or more columns runs near memory bandwidth (every linear of
-  the model: 1 row 31.6 ms with `F.linear`, 16.5 ms as `W @ [x, x].T`; 4 rows 48.0 against
-  17.8 ms).
-- Intel Xeon (AVX-512, MKL): `F.linear` costs about the same for 1 to 3 rows and twice that
-  from 4 rows on; `W @ [x, x].T` costs twice `F.linear` for 1 row; `x @ W.T` with W.T
-  stored contiguous is the fastest from 4 rows (4 rows of the 1536 x 576 matrices: 8.6 ms
-  against 10.1 with `F.linear`; 4 rows of 576 x 576: 6.1 against 18.2).
-- On AMD again, `W @ x.T` costs less for 4 columns than for 3 (the 30 gate/up matrices: 5.0
-  against 6.1 ms), so 3 rows are best padded with a copy of the last row, as 1 row is.
-- oneDNN (torch's mkldnn backend) multiplies by a weight stored once in its own blocked layout
-  at near the CPU's peak for any row count: on the AMD EPYC with AVX-512, 90 matrices of the
-  decoder layers' sizes (30 each of 1536 x 576, 576 x 1536, 1728 x 576) take 5.8 ms for 1 row, 7.9 for 4, 9.2 for 8, 11.2 for 16 and 29.1 for 64
-  (`W @ x.T`: 8.3 padded, 9.7, 20.6, 26.4, 70.9; `F.linear` 68.7 for 64), and a 512-token
-  prefill 170 ms against `F.linear`'s 444.
+On some CPUs `F.linear` sends one row to a matrix-vector kernel and a few rows to a slow
+path, while `W @ x.T` over two or more columns runs near memory bandwidth (so one row is best
+padded to two); on others `F.linear` is already at memory speed, or `x @ W.T` with W.T stored
+contiguous wins from 4 rows; oneDNN (torch's mkldnn backend) multiplies by a weight stored
+once in its own blocked layout near the CPU's peak for any row count. docs/results.md has
+the measurements.
 
 So the layout is chosen by measurement: `runtime.linear=auto` times the candidate products
 for every weight shape at a ladder of row counts, once per CPU (kept on disk), over all the model's
 weights of that shape in a row (as a forward pass streams them), and each layer then
 dispatches on the number of rows it is given (above the ladder's top, a prefill, the top's
-choice). `few_rows` always takes `W @ x.T` (the first AMD choice) and `stock` keeps
-`nn.Linear`. Every layout returns the same products up to float rounding; `decoding_model`
+choice). `few_rows` always takes `W @ x.T` and `stock` keeps
+`nn.Linear`. Every layout returns the same products up to float rounding; `specdec.runtime.prepare`
 applies them to a copy of the model that shares its weights, so the model you passed stays
 as it was.
 """

@@ -2,10 +2,8 @@
 
 A decode step of a small model is mostly not arithmetic: the stock layer issues about 150
 torch operations per layer (separate q, k and v products, a six-op RMSNorm, rotary
-embeddings rotated twice, reshapes and views), each with a few microseconds of dispatch.
-Measured on SmolLM2-135M (AMD EPYC, 2 cores, `experiments.profile_step`, 256 cached tokens),
-the fused layers took a decode step from 26.0 to 21.0 ms and a 4-token verify pass from
-28.6 to 23.9 ms.
+embeddings rotated twice, reshapes and views), each with a few microseconds of dispatch,
+which on a CPU or a launch-bound GPU costs more than the arithmetic of a small model.
 
 FusedDecoderLayer computes exactly the stock layer's function with: one product for q, k
 and v and one for the MLP's gate and up projections (their weights are moved into one
@@ -15,7 +13,7 @@ the stock model computes what it did), `F.rms_norm`, one rotation of q and k tog
 cache come from the stock model's forward as they would for the stock layer.
 
 Only layers whose structure is known are swapped (FUSABLE, checked per layer); others stay
-stock. The swap is made on the weight-sharing copy that `decoding_model` builds, so the
+stock. The swap is made on the weight-sharing copy that `specdec.runtime.prepare` builds, so the
 model passed in keeps its own layers.
 """
 
