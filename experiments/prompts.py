@@ -1,6 +1,6 @@
 """Prompt suites: JSONL files loaded with `datasets`, one object a line with a "prompt"
 string (or a "messages" list of {"role", "content"} turns) and optional "id" and
-"category"; turned into token ids with the chat template for chat models."""
+"category" (specdec.chat.encode turns them into token ids)."""
 
 from pathlib import Path
 
@@ -47,12 +47,6 @@ def load_prompts(path: str | None = None, limit: int | None = None, suite: str =
     return prompts
 
 
-def encode(tokenizer, messages: list[dict], chat_template: str | bool = "auto") -> list[int]:
-    """Token ids of a conversation, through the chat template when the model has one (else
-    the turns' texts joined by blank lines)."""
-    use_template = tokenizer.chat_template is not None if chat_template == "auto" else bool(chat_template)
-    if use_template:
-        if tokenizer.chat_template is None:
-            raise ConfigError("dataset.chat_template=true but the tokenizer has no chat template: use auto or false")
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
-    return tokenizer.encode("\n\n".join(m["content"] for m in messages))
+def evaluation_texts() -> list[str]:
+    """Every message of every shipped suite: what training prompts must share no span with."""
+    return [m["content"] for suite in shipped_suites() for p in load_prompts(suite=suite) for m in p["messages"]]

@@ -1,4 +1,4 @@
-"""Checkpoints of the training entry points (train_draft, train_medusa): the trained weights,
+"""Checkpoints of the trainers (draft, EAGLE, Medusa recipes): the trained weights,
 optimizer, schedule, step and seconds spent, so that a rerun with the same work directory
 resumes where the last one stopped."""
 

@@ -1,14 +1,13 @@
 """The training sequences' features: the frozen target's last hidden state (the LM head's
 input) at every position, which EAGLE's draft and Medusa's heads train on.
 
-Most come free with the answers (experiments.batch_generate keeps them while the target
+Most come free with the answers (specdec.training.batch_answers keeps them while the target
 answers); the rest (sequences answered before a resume) take one batched pass here. They are
 stored by row id in the work directory, so a rerun computes only what is missing. Each seed in
 `data.seeds` draws its own passages and prompts (seeded_data): more data, answered in
 work_dir/seed-N, so the EAGLE draft and the Medusa heads can train on the same files.
 """
 
-import hashlib
 import random
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from experiments.train_draft import answered_prompts, batches
+from specdec.training.answers import answered_prompts
+from specdec.training.batches import batches, sequence
 
 
 @torch.no_grad()
@@ -44,11 +44,8 @@ def features(rows: list[dict], target, path: Path, known: dict | None = None,
     return [kept[r["id"]] for r in rows]
 
 
-def sequence(row: dict) -> list[int]:
-    return row["prompt_ids"] + row["answer_ids"]
-
-
-def seeded_data(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[dict], list[torch.Tensor], float]:
+def seeded_data(cfg: DictConfig, target, tokenizer, evaluation: list[str], work: Path
+                ) -> tuple[list[dict], list[torch.Tensor], float]:
     """One data set per seed in data.seeds (the recipe's passages and prompts drawn with that seed,
     answered in work/seed-N, resumable), with their features: (rows, hidden states, minutes of answering)."""
     data, hidden, minutes = [], [], 0.0
@@ -58,7 +55,7 @@ def seeded_data(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[di
         part = cfg.copy()
         part.seed = seed
         answering = {}  # hidden states kept while answering: no feature pass over those rows
-        rows, spent = answered_prompts(part, target, tokenizer, directory, answering)
+        rows, spent = answered_prompts(part, target, tokenizer, evaluation, directory, answering)
         states = features(rows, target, directory / "features.pt", answering)
         for index, row in enumerate(rows, start=len(hidden)):  # the row's features: hidden[row["index"]]
             row["index"] = index
@@ -66,7 +63,3 @@ def seeded_data(cfg: DictConfig, target, tokenizer, work: Path) -> tuple[list[di
         data, hidden, minutes = data + rows, hidden + states, minutes + spent
     return data, hidden, minutes
 
-
-def data_digest(work: Path, seeds) -> str:
-    """sha256 of the seeds' data.jsonl files, in seed order: the data hash a trained checkpoint records."""
-    return hashlib.sha256(b"".join((work / f"seed-{seed}" / "data.jsonl").read_bytes() for seed in seeds)).hexdigest()
