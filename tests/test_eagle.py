@@ -235,7 +235,7 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path):
     more = [{**rows[0], "id": "new", "index": 12}]
     again = features(rows + more, model, tmp_path / "features.pt", max_tokens=128)  # computes the new row only
     assert len(again) == 13 and all(a is b or torch.equal(a, b) for a, b in zip(again, hidden))
-    assert torch.allclose(again[12].float(), again[0].float(), atol=0.05) and len(torch.load(tmp_path / "features.pt")) == 13
+    assert torch.allclose(again[12].float(), again[0].float(), atol=0.05) and len(torch.load(tmp_path / "features.pt", weights_only=True)) == 13
     subset = SubsetHead(model.get_output_embeddings().weight, list(range(model.config.vocab_size)))
     draft = new_eagle_draft(model, init_layer=None)
     cfg = OmegaConf.create({"seed": 0, "train": {"unroll": 2, "feature_weight": 0.1, "noise": 0.0, "lr": 3e-3, "dtype": "bfloat16",

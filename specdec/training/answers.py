@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from specdec.chat import encode
 from specdec.decoding import eos_ids_of
+from specdec.io import atomic_write_text, read_jsonl
 from specdec.models import decoding_model
 from specdec.training.batch_answers import generate_batch
 from specdec.training.dtypes import cpu_dtype
@@ -39,9 +40,7 @@ def generate_data(cfg: DictConfig, target, tokenizer, evaluation: list[str], pat
     """Answer the passage requests, then every training prompt (none sharing a span with an
     `evaluation` text), with the target; resumes from `path`. With `states`, the target's hidden
     states over the sequences answered now are kept in it (see answer)."""
-    done = {}
-    if path.exists():
-        done = {row["id"]: row for row in map(json.loads, path.read_text().splitlines())}
+    done = {row["id"]: row for row in read_jsonl(path)} if path.exists() else {}
     model = answering_model(target, cfg.data.dtype)
     requests = passage_prompts(cfg.data.passages, cfg.seed)
     answer(requests, cfg, model, tokenizer, done, path, sampled_share=1.0, states=states)
@@ -147,5 +146,5 @@ def answered_prompts(cfg: DictConfig, target, tokenizer, evaluation: list[str], 
     finally:
         if not finished or not path.exists() or path.stat().st_size != size:
             seconds += time.perf_counter() - began
-            spent.write_text(str(seconds))
+            atomic_write_text(spent, str(seconds))
     return data, seconds / 60

@@ -3,11 +3,14 @@ input) at every position, which EAGLE's draft and Medusa's heads train on.
 
 Most come free with the answers (specdec.training.batch_answers keeps them while the target
 answers); the rest (sequences answered before a resume) take one batched pass here. They are
-stored by row id in the work directory, so a rerun computes only what is missing. Each seed in
+stored by row id in the work directory, so a rerun computes only what is missing (a stored file
+that cannot be read is recomputed, with a warning: it holds nothing but the target's states). Each seed in
 `data.seeds` draws its own passages and prompts (seeded_data): more data, answered in
 work_dir/seed-N, so the EAGLE draft and the Medusa heads can train on the same files.
 """
 
+import logging
+import pickle
 import random
 from pathlib import Path
 
@@ -15,8 +18,11 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from specdec.io import atomic_torch_save
 from specdec.training.answers import answered_prompts
 from specdec.training.batches import batches, sequence
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -26,7 +32,7 @@ def features(rows: list[dict], target, path: Path, known: dict | None = None,
     bf16, in the order of `rows`: those `known` (kept while answering), the others computed here,
     batched by length, right-padded (causal: padding never leaks). Kept in `path` by row id: a
     rerun computes only the rows added since."""
-    kept, known = torch.load(path) if path.exists() else {}, known or {}
+    kept, known = stored_features(path), known or {}
     new = {r["id"]: known[r["id"]] for r in rows if r["id"] in known and r["id"] not in kept}
     kept.update(new)
     missing = [r for r in rows if r["id"] not in kept]
@@ -40,8 +46,21 @@ def features(rows: list[dict], target, path: Path, known: dict | None = None,
                 kept[row["id"]] = state[: len(s)].to(torch.bfloat16)
             bar.update(len(group))
     if missing or new:
-        torch.save(kept, path)
+        atomic_torch_save(kept, path)
     return [kept[r["id"]] for r in rows]
+
+
+def stored_features(path: Path) -> dict[str, torch.Tensor]:
+    """The features kept in `path` by row id: none if it is missing, or unreadable (torn, damaged,
+    or holding objects other than tensors, which are never unpickled)."""
+    if not path.exists():
+        return {}
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        log.warning("cannot read %s (%s): computing its features again", path, str(e).splitlines()[0] if str(e) else
+                    e.__class__.__name__)
+        return {}
 
 
 def seeded_data(cfg: DictConfig, target, tokenizer, evaluation: list[str], work: Path
