@@ -1,22 +1,70 @@
-"""What a trainer finds in its work directory when it resumes: a checkpoint that would run code
-is refused unread, a damaged one is a one-line error, unreadable features are recomputed, and a
-torn answer in data.jsonl is answered again."""
+"""What a trainer finds in its work directory when it resumes: settings that differ from those it
+was started with are an error naming them, a checkpoint that would run code is refused unread, a
+damaged one is a one-line error, unreadable features are recomputed, and a torn answer in
+data.jsonl is answered again."""
 
 import logging
 
 import pytest
 import torch
-from conftest import tiny
+from conftest import tiny, train_config
 from omegaconf import OmegaConf
 
 from specdec import ConfigError
 from specdec.io import atomic_torch_save, read_jsonl
 from specdec.tiny import byte_tokenizer
+from specdec.training import draft_recipe, fingerprint
 from specdec.training.answers import answer
-from specdec.training.features import features
+from specdec.training.features import features, seed_dirs
+from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
 
 TRAIN = OmegaConf.create({"lr": 1e-2, "checkpoint_every": 1, "time_budget_min": 1})
+
+
+def test_a_rerun_with_other_settings_names_the_keys_and_the_fix(tmp_path, monkeypatch):
+    """The issue: a draft trainer resumed with other data.prompts carried on with the old answers."""
+    work, checkpoint = tmp_path / "work", tmp_path / "work" / "checkpoint.pt"
+    first = train_config("train_draft", f"work_dir={work}")
+    check_work_dir(first, checkpoint, {0: work})
+    (work / "data.jsonl").write_text("")
+    check_work_dir(first, checkpoint, {0: work})  # the same settings resume
+    changed = train_config("train_draft", f"work_dir={work}", "data.prompts=24", "data.temperature=0.5")
+    monkeypatch.setattr(draft_recipe, "frozen_target", lambda cfg: pytest.fail("loaded the target"))
+    with pytest.raises(ConfigError, match=r"^\S+data.jsonl was made with other settings \(data.prompts: 1200 -> 24; "
+                                          r"data.temperature: 0.7 -> 0.5\): use a new work_dir, or delete \S+work to "
+                                          r"answer again$"):
+        draft_recipe.train_draft(changed, [])
+    checkpoint.write_bytes(b"")  # a run's budget and checkpoint interval may change; its learning rate may not
+    check_work_dir(train_config("train_draft", "train.time_budget_min=50", "train.checkpoint_every=5"), checkpoint,
+                   {0: work})
+    with pytest.raises(ConfigError, match=r"\(train.lr: 0.0005 -> 0.001\): use a new work_dir, or delete "
+                                          r"\S+checkpoint.pt to train from step 0$"):
+        check_work_dir(train_config("train_draft", "train.lr=1e-3"), checkpoint, {0: work})
+    monkeypatch.setattr(fingerprint, "git_commit", lambda: "another-commit")
+    with pytest.raises(ConfigError, match=r'code: "\S+" -> "another-commit"'):
+        check_work_dir(first, checkpoint, {0: work})
+
+
+def test_eagle_and_medusa_share_answers_but_not_checkpoints(tmp_path):
+    """Their data sections are the same, so the seed-N answers of one serve the other."""
+    eagle, medusa = (train_config(f"train_{kind}", f"work_dir={tmp_path}", "data.seeds=[0,1]") for kind in ("eagle", "medusa"))
+    check_work_dir(eagle, tmp_path / "eagle_checkpoint.pt", seed_dirs(eagle, tmp_path))
+    for directory in seed_dirs(eagle, tmp_path).values():
+        (directory / "data.jsonl").write_text("")
+    (tmp_path / "eagle_checkpoint.pt").write_bytes(b"")
+    check_work_dir(medusa, tmp_path / "medusa_checkpoint.pt", seed_dirs(medusa, tmp_path))
+    shorter = train_config("train_medusa", f"work_dir={tmp_path}", "data.seeds=[0,1]", "data.max_new_tokens=64")
+    with pytest.raises(ConfigError, match=r"seed-0/data.jsonl was made with other settings \(data.max_new_tokens: "
+                                          r"128 -> 64\): use a new work_dir, or delete \S+seed-0 to answer again$"):
+        check_work_dir(shorter, tmp_path / "medusa_checkpoint.pt", seed_dirs(shorter, tmp_path))
+
+
+def test_files_made_before_fingerprints_were_recorded_name_the_fix(tmp_path):
+    (tmp_path / "data.jsonl").write_text("")
+    with pytest.raises(ConfigError, match=r"data.jsonl has no record of the settings it was made with "
+                                          r"\(data_fingerprint.json; an older version wrote it\): use a new work_dir"):
+        check_work_dir(train_config("train_draft"), tmp_path / "checkpoint.pt", {0: tmp_path})
 
 
 class Payload:

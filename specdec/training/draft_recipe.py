@@ -29,11 +29,13 @@ from specdec.models import frequent_token_head, new_draft, save_token_frequencie
 from specdec.subset_head import SubsetHead
 from specdec.training.answers import answered_prompts
 from specdec.training.batches import batches, held_out_ids
+from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
 from specdec.training.record import data_digest, training_record
 from specdec.training.target import frozen_target
 
 log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"  # in work_dir
 
 
 def answer_loss(draft, group: list[dict], pad: int, subset: SubsetHead | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +77,7 @@ def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path, subset
     rows = [r for r in data if r["id"] not in held_ids]
     params = [p for p in draft.parameters() if p.requires_grad]
     plan = [g for e in range(cfg.train.epochs) for g in batches(rows, cfg.train.batch_tokens, random.Random(cfg.seed + e))]
-    checkpoint = work / "checkpoint.pt"
+    checkpoint = work / CHECKPOINT
     before = None if checkpoint.exists() else agreement(draft, held_out, pad, cfg.train.batch_tokens, subset)
 
     def batch_loss(group):
@@ -97,6 +99,7 @@ def train_draft(cfg: DictConfig, evaluation: list[str]) -> dict:
     span with the `evaluation` texts: the draft exported to cfg.out_dir, and its record."""
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    check_work_dir(cfg, work / CHECKPOINT, {cfg.seed: work})
     target, tokenizer = frozen_target(cfg)
     data, data_minutes = answered_prompts(cfg, target, tokenizer, evaluation, work)
     draft = new_draft(target, list(cfg.train.init_layers))

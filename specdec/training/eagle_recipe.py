@@ -38,12 +38,14 @@ from specdec.models import frequent_token_head, save_token_frequencies
 from specdec.subset_head import SubsetHead
 from specdec.training.batches import batches, held_out_ids, sequence
 from specdec.training.dtypes import cpu_dtype
-from specdec.training.features import seeded_data
+from specdec.training.features import seed_dirs, seeded_data
+from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
 from specdec.training.record import data_digest, training_record
 from specdec.training.target import frozen_target
 
 log = logging.getLogger(__name__)
+CHECKPOINT = "eagle_checkpoint.pt"  # in work_dir
 
 
 def unrolled_mask(length: int, passes: int) -> torch.Tensor:
@@ -126,7 +128,7 @@ def train(cfg: DictConfig, draft: EagleDraft, rows, held_out, hidden, subset, wo
     for p in params:
         p.requires_grad_(True)
     plan = [g for e in range(cfg.train.epochs) for g in batches(rows, cfg.train.batch_tokens, random.Random(cfg.seed + e))]
-    checkpoint = work / "eagle_checkpoint.pt"
+    checkpoint = work / CHECKPOINT
     unroll = cfg.train.unroll
     before = None if checkpoint.exists() else agreement(draft, held_out, hidden, subset, unroll, cfg.train.batch_tokens)
     dtype = cpu_dtype(cfg.train.dtype, "train.dtype")
@@ -146,6 +148,7 @@ def train_eagle(cfg: DictConfig, evaluation: list[str]) -> dict:
     """The whole recipe for configs/train_eagle.yaml's `cfg`, with training prompts sharing no
     span with the `evaluation` texts: the draft exported to cfg.out_dir, and its record."""
     work = Path(cfg.work_dir)
+    check_work_dir(cfg, work / CHECKPOINT, seed_dirs(cfg, work))
     target, tokenizer = frozen_target(cfg)
     data, hidden, data_minutes = seeded_data(cfg, target, tokenizer, evaluation, work)
     held_ids = held_out_ids(data, cfg.train.held_out_share, cfg.seed)
@@ -156,7 +159,7 @@ def train_eagle(cfg: DictConfig, evaluation: list[str]) -> dict:
     subset = frequent_token_head(target.get_output_embeddings().weight, out, cfg.train.head_tokens)
     draft = new_eagle_draft(target, cfg.train.init_layer, cfg.train.num_layers)
     results = train(cfg, draft, rows, [r for r in data if r["id"] in held_ids], hidden, subset, work)
-    data_hash = data_digest([work / f"seed-{seed}" / "data.jsonl" for seed in cfg.data.seeds])
+    data_hash = data_digest([d / "data.jsonl" for d in seed_dirs(cfg, work).values()])
     meta = training_record(cfg, data, data_hash, data_minutes, results)
     save_eagle_draft(draft, out, meta)
     return meta

@@ -68,8 +68,7 @@ def seeded_data(cfg: DictConfig, target, tokenizer, evaluation: list[str], work:
     """One data set per seed in data.seeds (the recipe's passages and prompts drawn with that seed,
     answered in work/seed-N, resumable), with their features: (rows, hidden states, minutes of answering)."""
     data, hidden, minutes = [], [], 0.0
-    for seed in cfg.data.seeds:
-        directory = work / f"seed-{seed}"
+    for seed, directory in seed_dirs(cfg, work).items():
         directory.mkdir(parents=True, exist_ok=True)
         part = cfg.copy()
         part.seed = seed
@@ -82,3 +81,8 @@ def seeded_data(cfg: DictConfig, target, tokenizer, evaluation: list[str], work:
         data, hidden, minutes = data + rows, hidden + states, minutes + spent
     return data, hidden, minutes
 
+
+
+def seed_dirs(cfg: DictConfig, work: Path) -> dict[int, Path]:
+    """Each seed's data directory, by seed, in data.seeds' order."""
+    return {seed: work / f"seed-{seed}" for seed in cfg.data.seeds}

@@ -30,13 +30,15 @@ from specdec.medusa_heads import MedusaHeads, save_medusa_heads
 from specdec.models import decoding_model, frequent_token_head, save_token_frequencies
 from specdec.subset_head import SubsetHead
 from specdec.training.batches import held_out_ids, sequence
-from specdec.training.features import seeded_data
+from specdec.training.features import seed_dirs, seeded_data
+from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
 from specdec.training.record import data_digest, training_record
 from specdec.training.target import frozen_target
 from specdec.tree import best_tree
 
 log = logging.getLogger(__name__)
+CHECKPOINT = "medusa_checkpoint.pt"  # in work_dir
 RANKS = 10  # ranks whose accuracy is recorded for tree building
 
 
@@ -101,7 +103,7 @@ def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, label
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total, pct_start=0.05)
 
     step, minutes = optimize(cfg.train, heads, list(heads.parameters()), plan, batch_loss,
-                             work / "medusa_checkpoint.pt", heads.state_dict, schedule=one_cycle)
+                             work / CHECKPOINT, heads.state_dict, schedule=one_cycle)
     return {"steps": step, "planned_steps": len(plan), "train_minutes": round(minutes, 1)}
 
 
@@ -128,6 +130,7 @@ def train_medusa(cfg: DictConfig, evaluation: list[str],
     cached tokens, k)` measures (median ms of a pass over 1..k new tokens): the heads exported to
     cfg.out_dir, and their record."""
     work = Path(cfg.work_dir)
+    check_work_dir(cfg, work / CHECKPOINT, seed_dirs(cfg, work))
     work.mkdir(parents=True, exist_ok=True)
     target, tokenizer = frozen_target(cfg)
     data, states, data_minutes = seeded_data(cfg, target, tokenizer, evaluation, work)
@@ -147,7 +150,7 @@ def train_medusa(cfg: DictConfig, evaluation: list[str],
     after = accuracy(heads, subset, held_hidden, held_labels)
     log.info("held-out top-1 per head %s (before %s), top-5 %s", after["top1"], before["top1"], after["top5"])
     results |= {"train_positions": len(hidden), "held_out_positions": len(held_hidden)}
-    data_hash = data_digest([work / f"seed-{seed}" / "data.jsonl" for seed in cfg.data.seeds])
+    data_hash = data_digest([d / "data.jsonl" for d in seed_dirs(cfg, work).values()])
     verify_ms = time_verify(decoding_model(target), cfg.tree.context_tokens, cfg.tree.max_nodes + 1)
     meta = {**training_record(cfg, data, data_hash, data_minutes, results),
             "held_out_top1_before": before["top1"], "held_out_top1": after["top1"], "held_out_top5": after["top5"],
