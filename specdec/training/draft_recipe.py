@@ -32,6 +32,7 @@ from specdec.training.batches import batches, held_out_ids
 from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
 from specdec.training.record import data_digest, training_record
+from specdec.training.settings import check_settings, check_target_layers
 from specdec.training.target import frozen_target
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,11 @@ def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path, subset
 def train_draft(cfg: DictConfig, evaluation: list[str]) -> dict:
     """The whole recipe for configs/train_draft.yaml's `cfg`, with training prompts sharing no
     span with the `evaluation` texts: the draft exported to cfg.out_dir, and its record."""
+    check_settings(cfg, "draft")
     work = Path(cfg.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
     check_work_dir(cfg, work / CHECKPOINT, {cfg.seed: work})
     target, tokenizer = frozen_target(cfg)
+    check_target_layers("train.init_layers", list(cfg.train.init_layers), target)
     data, data_minutes = answered_prompts(cfg, target, tokenizer, evaluation, work)
     draft = new_draft(target, list(cfg.train.init_layers))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

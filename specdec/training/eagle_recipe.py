@@ -42,6 +42,7 @@ from specdec.training.features import seed_dirs, seeded_data
 from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
 from specdec.training.record import data_digest, training_record
+from specdec.training.settings import check_settings, check_target_layers
 from specdec.training.target import frozen_target
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,12 @@ def train(cfg: DictConfig, draft: EagleDraft, rows, held_out, hidden, subset, wo
 def train_eagle(cfg: DictConfig, evaluation: list[str]) -> dict:
     """The whole recipe for configs/train_eagle.yaml's `cfg`, with training prompts sharing no
     span with the `evaluation` texts: the draft exported to cfg.out_dir, and its record."""
+    check_settings(cfg, "eagle")
     work = Path(cfg.work_dir)
     check_work_dir(cfg, work / CHECKPOINT, seed_dirs(cfg, work))
     target, tokenizer = frozen_target(cfg)
+    if cfg.train.init_layer is not None:
+        check_target_layers("train.init_layer", [cfg.train.init_layer], target)
     data, hidden, data_minutes = seeded_data(cfg, target, tokenizer, evaluation, work)
     held_ids = held_out_ids(data, cfg.train.held_out_share, cfg.seed)
     rows = [r for r in data if r["id"] not in held_ids]

@@ -34,6 +34,7 @@ from specdec.training.features import seed_dirs, seeded_data
 from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
 from specdec.training.record import data_digest, training_record
+from specdec.training.settings import check_settings
 from specdec.training.target import frozen_target
 from specdec.tree import best_tree
 
@@ -129,9 +130,9 @@ def train_medusa(cfg: DictConfig, evaluation: list[str],
     with the `evaluation` texts and the default tree picked by the verify costs `time_verify(model,
     cached tokens, k)` measures (median ms of a pass over 1..k new tokens): the heads exported to
     cfg.out_dir, and their record."""
+    check_settings(cfg, "medusa")
     work = Path(cfg.work_dir)
     check_work_dir(cfg, work / CHECKPOINT, seed_dirs(cfg, work))
-    work.mkdir(parents=True, exist_ok=True)
     target, tokenizer = frozen_target(cfg)
     data, states, data_minutes = seeded_data(cfg, target, tokenizer, evaluation, work)
     held_out = held_out_ids(data, cfg.train.held_out_share, cfg.seed)
