@@ -1,6 +1,7 @@
-"""The body of a Hydra main that measures and reports (experiments.profile_step,
-experiments.medusa_trees): one JSON file in the run directory, a printed report, and a
-ConfigError as one line and exit status 2 instead of a traceback."""
+"""The bodies of the Hydra mains: a ConfigError becomes one line and exit status 2 instead of a
+traceback. Measuring mains (experiments.profile_step, experiments.medusa_trees) write one JSON
+file in the run directory and print a report; training mains (experiments.train_*) print the
+trained record."""
 
 import json
 import logging
@@ -16,14 +17,26 @@ from specdec.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def measure_and_report(measure: Callable[[DictConfig], dict], cfg: DictConfig, filename: str,
-                       report: Callable[[dict], str]) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def checked(work: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
+    """work(cfg), or on a ConfigError its message and exit status 2."""
     try:
-        result = measure(cfg)
+        return work(cfg)
     except ConfigError as e:
         log.error("%s", e)
         sys.exit(2)
+
+
+def measure_and_report(measure: Callable[[DictConfig], dict], cfg: DictConfig, filename: str,
+                       report: Callable[[dict], str]) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    result = checked(measure, cfg)
     (run_dir / filename).write_text(json.dumps(result, indent=2))
     print(report(result))
     print(f"\n{filename} in {run_dir}")
+
+
+def train_and_report(train: Callable[[DictConfig], dict], cfg: DictConfig, what: str, hidden=("config",)) -> None:
+    """Run a trainer; print its record (less `hidden` keys) and where `what` went."""
+    meta = checked(train, cfg)
+    print(json.dumps({k: v for k, v in meta.items() if k not in hidden}, indent=2))
+    print(f"{what} saved in {cfg.out_dir}; run dir {HydraConfig.get().runtime.output_dir}")

@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from experiments.entry_point import measure_and_report
-from experiments.prompts import encode
 from experiments.run import experiment_prompts
+from specdec.chat import encode
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
 from specdec.models import load_model, resolve_device, resolve_dtype

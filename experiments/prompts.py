@@ -1,7 +1,7 @@
 """Prompt suites: JSONL files loaded with `datasets`, one object a line with a "prompt"
 string (or a "messages" list of {"role", "content"} turns) and optional "id", "category" and
 "salt" (the tenant whose prefix-cache entries the prompt may use, see caching.prefix); turned
-into token ids with the chat template for chat models."""
+into token ids by specdec.chat.encode."""
 
 import json
 from pathlib import Path
@@ -65,12 +65,6 @@ def check_salts(path: Path) -> None:
                               f"as \"salt\": {json.dumps(json.dumps(salt))}")
 
 
-def encode(tokenizer, messages: list[dict], chat_template: str | bool = "auto") -> list[int]:
-    """Token ids of a conversation, through the chat template when the model has one (else
-    the turns' texts joined by blank lines)."""
-    use_template = tokenizer.chat_template is not None if chat_template == "auto" else bool(chat_template)
-    if use_template:
-        if tokenizer.chat_template is None:
-            raise ConfigError("dataset.chat_template=true but the tokenizer has no chat template: use auto or false")
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
-    return tokenizer.encode("\n\n".join(m["content"] for m in messages))
+def evaluation_texts() -> list[str]:
+    """Every message of every shipped suite: what training prompts must share no span with."""
+    return [m["content"] for suite in shipped_suites() for p in load_prompts(suite=suite) for m in p["messages"]]

@@ -16,11 +16,12 @@ from tqdm import tqdm
 from caching.order import ideal_hit_rate, order_by_longest_prefix
 from caching.prefix import PrefixCache, check_settings
 from experiments.anchors import ANCHORS
-from experiments.prompts import encode, load_prompts
+from experiments.prompts import load_prompts
 from experiments.provenance import environment
 from experiments.public_suites import load_public_prompts
 from experiments.quality import target_nll
 from experiments.table import format_summary
+from specdec.chat import encode
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
 from experiments.summary import summarize

@@ -1,170 +1,17 @@
-"""`python -m experiments.train_eagle`: train a feature-level (EAGLE) draft on the frozen target, on the CPU.
-
-Recipe:
-1. data: the trained-draft recipe (experiments.train_draft.generate_data): the target's own
-   greedy and sampled answers to training prompts disjoint from every evaluation suite, once
-   per seed in `data.seeds` (each seed draws other passages and prompts: more data).
-2. features: the target's last hidden state (the LM head's input) at every position of each
-   sequence, kept while answering (experiments.batch_generate; a pass of the target over the
-   sequences answered before a resume), stored in the work directory.
-3. draft (specdec.drafts.eagle_draft): `fc` over [hidden state at t; embedding of token t + 1], then
-   `train.num_layers` decoder layers (EAGLE: one), fresh or copies of target layer
-   `train.init_layer`, predicting the hidden state at t + 1. Loss at each answer position:
-   cross-entropy against the target's own distribution there (through its LM head,
-   restricted to the `train.head_tokens` most frequent answer tokens, as at inference) plus
-   `train.feature_weight` times a smooth-L1 regression on the hidden state (EAGLE), with the
-   products in `train.dtype` autocast.
-4. unrolled passes (`train.unroll`, the "training-time test" of EAGLE-3): pass s feeds the
-   draft's own predicted hidden states of pass s - 1 back in, with the attention pattern it
-   sees when drafting token s at inference (true-feature keys up to the last verified
-   position, then its own earlier drafts), so drafts past the first are trained as they run.
-5. checkpoints every `train.checkpoint_every` steps, resume as train_draft; held-out
-   agreement (the draft's top-1 equals the target's) logged per drafted position.
-6. export: bf16 safetensors + eagle_config.json (training config, data hash, agreement) +
-   tokens_by_frequency.json into `out_dir` (specdec.drafts.eagle_draft.load_eagle_draft).
-"""
-
-import logging
-import random
-from pathlib import Path
+"""`python -m experiments.train_eagle`: train a feature-level (EAGLE) draft on the frozen target,
+on the CPU (configs/train_eagle.yaml; the recipe: specdec.training.eagle_recipe)."""
 
 import hydra
-import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
-from transformers import DynamicCache
 
-from experiments.features import data_digest, seeded_data, sequence
-from experiments.train_draft import batches
-from experiments.training import cpu_dtype, optimize, run_entry_point, training_record
-from specdec.runtime.cached_model import cache_argument
-from specdec.drafts.eagle_draft import EagleDraft, new_eagle_draft, save_eagle_draft
-from specdec.drafts.assets import frequent_token_head, save_token_frequencies
-from specdec.models import load_model
-from specdec.drafts.subset_head import SubsetHead
-
-log = logging.getLogger("experiments.train_eagle")
-
-
-def unrolled_mask(length: int, passes: int) -> torch.Tensor:
-    """(1, 1, length, passes * length) additive mask of pass `passes` (1-based): the query at
-    draft position q sees pass-1 keys up to q - passes + 1 (verified positions) and the key of
-    pass r at q - (passes - r) (its own earlier drafts, then itself), as when drafting at inference."""
-    q = torch.arange(length)[:, None]
-    j = torch.arange(length)[None, :]
-    blocks = [j <= q - passes + 1] + [j == q - (passes - r) for r in range(2, passes + 1)]
-    allowed = torch.cat(blocks, dim=1)
-    allowed[:, (passes - 1) * length :].fill_diagonal_(True)  # a row always sees itself (also where q < passes - 1)
-    return torch.zeros(allowed.shape).masked_fill_(~allowed, torch.finfo(torch.float32).min)[None, None]
-
-
-def unrolled_predictions(draft: EagleDraft, ids: torch.Tensor, states: torch.Tensor, unroll: int,
-                         noise: float = 0.0) -> list[torch.Tensor]:
-    """Per pass s = 1..unroll, the draft's predicted hidden states (B, M, d) at draft positions
-    q < M, from token ids (B, M) (token q + 1 of each sequence) and the target's states (B, M, d)
-    (position q): pass 1 reads the true states, pass s the predictions of pass s - 1 one position
-    earlier, under unrolled_mask, so that pass s at q is what drafting token s from the verified
-    position q - s + 1 computes at inference."""
-    width = ids.shape[1]
-    positions = torch.arange(width)[None].expand(len(ids), -1)
-    cache = {cache_argument(draft.lm.model): DynamicCache(config=draft.lm.config)}
-    inputs, passes = states, []
-    for s in range(1, unroll + 1):
-        if s > 1:
-            inputs = torch.cat([inputs[:, :1], passes[-1][:, :-1]], dim=1)
-        noisy = inputs + noise * torch.randn_like(inputs) if noise else inputs
-        passes.append(draft.lm.model(inputs_embeds=draft.inputs(noisy, ids), attention_mask=unrolled_mask(width, s),
-                                     position_ids=positions, use_cache=True, **cache).last_hidden_state)
-    return passes
-
-
-def group_loss(draft: EagleDraft, group: list[dict], hidden: list[torch.Tensor], subset: SubsetHead, unroll: int,
-               feature_weight: float, noise: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The loss over a group of sequences, and per pass the top-1 hits (draft argmax == target argmax)
-    at the answer positions: cross-entropy against the target's distribution over the subset's tokens
-    plus feature_weight times the smooth-L1 distance to the target's hidden state."""
-    seqs = [sequence(r) for r in group]
-    width = max(map(len, seqs)) - 1  # draft positions
-    ids = torch.tensor([s[1:] + [0] * (width + 1 - len(s)) for s in seqs])
-    feats = torch.stack([F.pad(hidden[r["index"]].float(), (0, 0, 0, width + 1 - len(s))) for r, s in zip(group, seqs)])
-    wanted = feats[:, 1:]
-    answer = torch.zeros(len(group), width, dtype=torch.bool)  # the state at q + 1 chose an answer token
-    for i, r in enumerate(group):
-        answer[i, len(r["prompt_ids"]) - 2 : len(seqs[i]) - 2] = True
-    with torch.no_grad():
-        target_probs = subset.scores(wanted[answer]).softmax(-1)
-        target_top = target_probs.argmax(-1)
-    loss, hits = 0.0, []
-    for s, predicted in enumerate(unrolled_predictions(draft, ids, feats[:, :-1], unroll, noise), start=1):
-        valid = answer.clone()
-        valid[:, : s - 1] = False  # pass s at q starts from verified position q - s + 1
-        keep = valid[answer]
-        scores = subset.scores(predicted[answer])[keep]
-        classify = -(target_probs[keep] * scores.log_softmax(-1)).sum(-1).mean()
-        loss = loss + classify + feature_weight * F.smooth_l1_loss(predicted[valid], wanted[valid])
-        hits.append((scores.argmax(-1) == target_top[keep]).float())
-    return loss / unroll, hits
-
-
-@torch.no_grad()
-def agreement(draft, rows, hidden, subset, unroll: int, max_tokens: int) -> list[float] | None:
-    """Per drafted position (pass), the share of held-out answer positions where the draft's top-1 is the target's."""
-    if not rows:
-        return None
-    per_pass = [[] for _ in range(unroll)]
-    for group in batches(rows, max_tokens, random.Random(0)):
-        for s, h in enumerate(group_loss(draft, group, hidden, subset, unroll, 0.0, 0.0)[1]):
-            per_pass[s].append(h)
-    return [round(torch.cat(h).mean().item(), 4) for h in per_pass]
-
-
-def train(cfg: DictConfig, draft: EagleDraft, rows, held_out, hidden, subset, work: Path) -> dict:
-    params = list(draft.own_state().values())
-    draft.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    plan = [g for e in range(cfg.train.epochs) for g in batches(rows, cfg.train.batch_tokens, random.Random(cfg.seed + e))]
-    checkpoint = work / "eagle_checkpoint.pt"
-    unroll = cfg.train.unroll
-    before = None if checkpoint.exists() else agreement(draft, held_out, hidden, subset, unroll, cfg.train.batch_tokens)
-    dtype = cpu_dtype(cfg.train.dtype, "train.dtype")
-
-    def batch_loss(group):  # products in train.dtype (autocast), weights and optimizer state in float32
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            return group_loss(draft, group, hidden, subset, unroll, cfg.train.feature_weight, cfg.train.noise)
-
-    step, minutes = optimize(cfg.train, draft, params, plan, batch_loss, checkpoint, draft.own_state)
-    after = agreement(draft, held_out, hidden, subset, unroll, cfg.train.batch_tokens)
-    log.info("held-out top-1 agreement per drafted position: %s (before training %s)", after, before)
-    return {"steps": step, "planned_steps": len(plan), "train_minutes": round(minutes, 1),
-            "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1": after}
-
-
-def train_eagle(cfg: DictConfig) -> dict:
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    work = Path(cfg.work_dir)
-    target, tokenizer = load_model(cfg.model.name_or_path, torch.device("cpu"), torch.float32)
-    target.requires_grad_(False)
-    data, hidden, data_minutes = seeded_data(cfg, target, tokenizer, work)
-    rng = random.Random(cfg.seed)
-    held_ids = {r["id"] for r in data if not r["sampled"] and rng.random() < cfg.train.held_out_share}
-    rows = [r for r in data if r["id"] not in held_ids]
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
-    subset = frequent_token_head(target.get_output_embeddings().weight, out, cfg.train.head_tokens)
-    draft = new_eagle_draft(target, cfg.train.init_layer, cfg.train.num_layers)
-    results = train(cfg, draft, rows, [r for r in data if r["id"] in held_ids], hidden, subset, work)
-    meta = training_record(cfg, data, data_digest(work, cfg.data.seeds), data_minutes, results)
-    save_eagle_draft(draft, out, meta)
-    return meta
+from experiments.entry_point import train_and_report
+from experiments.prompts import evaluation_texts
+from specdec.training.eagle_recipe import train_eagle
 
 
 @hydra.main(config_path="../configs", config_name="train_eagle", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_entry_point(train_eagle, cfg, "EAGLE draft")
+    train_and_report(lambda c: train_eagle(c, evaluation_texts()), cfg, "EAGLE draft")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ reference outputs of `transformers`' own generate."""
 import functools
 import os
 import random
+from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from specdec import Decoder, GenerationConfig
 from specdec.drafts.eagle_draft import EagleDraft
@@ -23,6 +25,12 @@ VOCAB = 258  # byte tokenizer: 256 bytes + <eos> + <pad>
 @functools.cache
 def tiny(arch: str, seed: int = 0, **overrides):
     return tiny_random_model(arch, seed=seed, **overrides)
+
+
+def train_config(name: str, *overrides: str):
+    """configs/<name>.yaml as `python -m experiments.<name> model=tiny-random *overrides` composes it."""
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "configs"), version_base="1.3"):
+        return compose(config_name=name, overrides=["model=tiny-random", *overrides])
 
 
 def random_eagle(model, seed: int, num_layers: int = 1) -> EagleDraft:

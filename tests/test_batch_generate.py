@@ -1,4 +1,4 @@
-"""The trainers' batched answers (experiments.batch_generate): left-padded rows answer as each
+"""The trainers' batched answers (specdec.training.batch_answers): left-padded rows answer as each
 prompt alone does with `transformers`' generate, stop at EOS, and keep the hidden states one
 pass over prompt + answer computes (EAGLE's features)."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import random_prompt, tiny
 
-from experiments.batch_generate import generate_batch
 from specdec.runtime.prepare import prepare
+from specdec.training.batch_answers import generate_batch
 
 PAD = 257
 

@@ -11,7 +11,7 @@ from caching.prefix import PrefixCache
 from caching.radix import common_prefix_length
 from caching.radix_check import namespace_bytes
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.cached_model import CachedModel
+from specdec.runtime.cached_model import CachedModel
 from specdec.strategies import create_strategy
 
 TENANTS = ("alice", "bob")

@@ -13,14 +13,6 @@ from conftest import baseline_and_eos, decode_with, mimic_eagle, random_eagle, r
 from omegaconf import OmegaConf
 
 from caching.prefix import PrefixCache
-from experiments import features as training_data
-from experiments.features import features
-from experiments.train_eagle import (
-    group_loss,
-    train,
-    unrolled_mask,
-    unrolled_predictions,
-)
 from specdec import ConfigError, Decoder, GenerationConfig
 from specdec.runtime.cached_model import CachedModel
 from specdec.drafts.assets import SHIPPED, token_frequency_file
@@ -37,6 +29,9 @@ from specdec.sampling import SamplingParams
 from specdec.strategies import Request, create_strategy
 from specdec.drafts.subset_head import SubsetHead
 from specdec.tiny import tiny_random_model
+from specdec.training import features as training_data
+from specdec.training.eagle_recipe import group_loss, train, unrolled_mask, unrolled_predictions
+from specdec.training.features import features
 
 EAGLE_ARCHS = ["llama", "qwen2", "mistral", "phi3", "gpt_neox", "gemma"]
 
@@ -143,7 +138,7 @@ def test_with_a_prefix_cache_the_draft_starts_after_the_cached_prompt():
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_training_passes_compute_what_drafting_computes(arch):
-    """Pass s of experiments.train_eagle at draft position q equals what the strategy's draft
+    """Pass s of specdec.training.eagle_recipe at draft position q equals what the strategy's draft
     computes for drafted token s after the target verified position q - s + 1."""
     model = tiny(arch)
     draft = random_eagle(model, 3)
@@ -226,7 +221,7 @@ def test_the_shipped_draft_is_small_and_complete():
 
 
 def test_training_lowers_the_loss_and_checkpoints(tmp_path):
-    """experiments.train_eagle on a tiny target: batched features equal one sequence's own pass,
+    """specdec.training.eagle_recipe on a tiny target: batched features equal one sequence's own pass,
     and a few epochs lower the loss of every unrolled pass on the training data (a sharpened
     LM head gives the target distributions a draft can learn; a random one's are near uniform)."""
     model = tiny_random_model("llama")
@@ -242,7 +237,7 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path):
     more = [{**rows[0], "id": "new", "index": 12}]
     again = features(rows + more, model, tmp_path / "features.pt", max_tokens=128)  # computes the new row only
     assert len(again) == 13 and all(a is b or torch.equal(a, b) for a, b in zip(again, hidden))
-    assert torch.allclose(again[12].float(), again[0].float(), atol=0.05) and len(torch.load(tmp_path / "features.pt")) == 13
+    assert torch.allclose(again[12].float(), again[0].float(), atol=0.05) and len(torch.load(tmp_path / "features.pt", weights_only=True)) == 13
     subset = SubsetHead(model.get_output_embeddings().weight, list(range(model.config.vocab_size)))
     draft = new_eagle_draft(model, init_layer=None)
     cfg = OmegaConf.create({"seed": 0, "train": {"unroll": 2, "feature_weight": 0.1, "noise": 0.0, "lr": 3e-3, "dtype": "bfloat16",
@@ -268,7 +263,7 @@ def test_each_seed_adds_its_own_data_set(tmp_path, monkeypatch):
     hidden states; states kept while answering are used as they are, the others computed."""
     model = tiny("llama")
 
-    def answered(cfg, target, tokenizer, directory, states):
+    def answered(cfg, target, tokenizer, evaluation, directory, states):
         assert directory == tmp_path / f"seed-{cfg.seed}"
         rng = random.Random(cfg.seed)
         rows = [{"id": f"p-{i}", "sampled": False, "prompt_ids": [rng.randrange(256) for _ in range(5 + i)],
@@ -278,7 +273,7 @@ def test_each_seed_adds_its_own_data_set(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training_data, "answered_prompts", answered)
     cfg = OmegaConf.create({"seed": 0, "data": {"seeds": [0, 1]}, "train": {"batch_tokens": 64}})
-    data, hidden, minutes = training_data.seeded_data(cfg, model, None, tmp_path)
+    data, hidden, minutes = training_data.seeded_data(cfg, model, None, [], tmp_path)
     assert [r["id"] for r in data] == ["0/p-0", "0/p-1", "0/p-2", "1/p-0", "1/p-1", "1/p-2"]
     assert minutes == 3.0 and len(hidden) == 6 and (tmp_path / "seed-1" / "features.pt").exists()
     for row in data:

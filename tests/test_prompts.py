@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from experiments.prompts import encode, load_prompts, shipped_suites
+from experiments.prompts import load_prompts, shipped_suites
 from experiments.public_suites import load_public_prompts
 from specdec import ConfigError
+from specdec.chat import encode
 from specdec.tiny import byte_tokenizer
 
 

@@ -13,16 +13,16 @@ from omegaconf import OmegaConf
 from conftest import random_prompt, tiny
 from transformers import AutoModelForCausalLM
 
-from experiments import train_draft
-from experiments.draft_data import check_disjoint, evaluation_spans, passage_prompts, training_prompts
-from experiments.prompts import load_prompts, shipped_suites
-from experiments.training import cpu_dtype
+from experiments.prompts import evaluation_texts, load_prompts
 from specdec import ConfigError, Decoder, GenerationConfig
 from specdec.drafts.assets import SHIPPED, save_token_frequencies
 from specdec.drafts.draft_model import load_draft, load_trained_draft, new_draft, save_trained_draft
 from specdec.strategies import create_strategy
 from specdec.drafts.subset_head import SubsetHead
 from specdec.tiny import byte_tokenizer
+from specdec.training import answers
+from specdec.training.dtypes import cpu_dtype
+from specdec.training.prompts_corpus import check_disjoint, evaluation_spans, passage_prompts, training_prompts
 
 ARCHS = ["llama", "qwen2", "mistral"]
 
@@ -120,7 +120,7 @@ def test_training_prompts_are_disjoint_from_every_evaluation_suite():
     assert len({p["prompt"] for p in prompts}) == 1200
     assert {p["category"] for p in prompts} == {"chat", "code", "summarization", "qa", "math", "rewrite"}
     assert sum(any(text in p["prompt"] for text in passages) for p in prompts) > 200  # the passages are used
-    evaluation = [m["content"] for suite in shipped_suites() for p in load_prompts(suite=suite) for m in p["messages"]]
+    evaluation = evaluation_texts()
     check_disjoint([p["prompt"] for p in prompts + requests], evaluation)
     with pytest.raises(ValueError, match="overlaps"):
         check_disjoint(["Please answer: " + evaluation[0]], evaluation)
@@ -130,18 +130,18 @@ def test_data_time_of_an_interrupted_run_is_kept_for_the_resumed_one(tmp_path, m
     def interrupted(*_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_draft, "generate_data", interrupted)
+    monkeypatch.setattr(answers, "generate_data", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_draft.answered_prompts(None, None, None, tmp_path)
+        answers.answered_prompts(None, None, None, [], tmp_path)
     first = float((tmp_path / "data_seconds.txt").read_text())
-    monkeypatch.setattr(train_draft, "generate_data", lambda *_: ["row"])
-    data, minutes = train_draft.answered_prompts(None, None, None, tmp_path)
+    monkeypatch.setattr(answers, "generate_data", lambda *_: ["row"])
+    data, minutes = answers.answered_prompts(None, None, None, [], tmp_path)
     assert data == ["row"] and minutes * 60 >= first > 0
     # a rerun that finds every answer on disk only reads them: its time does not count
     (tmp_path / "data.jsonl").write_text("{}\n")
     answered = float((tmp_path / "data_seconds.txt").read_text())
-    monkeypatch.setattr(train_draft, "generate_data", lambda *_: time.sleep(0.01) or ["row"])
-    assert train_draft.answered_prompts(None, None, None, tmp_path)[1] * 60 == answered
+    monkeypatch.setattr(answers, "generate_data", lambda *_: time.sleep(0.01) or ["row"])
+    assert answers.answered_prompts(None, None, None, [], tmp_path)[1] * 60 == pytest.approx(answered)  # x / 60 * 60 may round
 
 
 def test_self_written_prompts_come_from_the_user_turn_and_keep_only_finished_new_ones(tmp_path, monkeypatch, caplog):
@@ -159,14 +159,14 @@ def test_self_written_prompts_come_from_the_user_turn_and_keep_only_finished_new
         for p, text in zip(prompts, texts):
             done[p["id"]] = {"answer_ids": tok.encode(text) + ([] if "unfinished" in text else [eos])}
 
-    monkeypatch.setattr(train_draft, "answer", fake_answer)
+    monkeypatch.setattr(answers, "answer", fake_answer)
     cfg = OmegaConf.create({"data": {"self_written": 4}})
     with caplog.at_level(logging.WARNING):
-        assert train_draft.self_written_prompts(cfg, model, tokenizer, {}, tmp_path, set()) == []
+        assert answers.self_written_prompts(cfg, model, tokenizer, {}, tmp_path, set()) == []
     assert "no chat template" in caplog.text and not seen
     tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>"
     spans = evaluation_spans([evaluation])
-    prompts = train_draft.self_written_prompts(cfg, model, tokenizer, {}, tmp_path, spans)
+    prompts = answers.self_written_prompts(cfg, model, tokenizer, {}, tmp_path, spans)
     assert [tokenizer.decode(ids) for ids in seen["ids"]] == ["<user>"] * 4 and seen["share"] == 1.0
     assert [p["prompt"] for p in prompts] == [texts[0]] and prompts[0]["category"] == "self-written"
 

@@ -1,0 +1,161 @@
+"""Medusa-1 heads on the frozen target, on the CPU (`python -m experiments.train_medusa`,
+configs/train_medusa.yaml).
+
+1. data: the EAGLE draft's (specdec.training.features.seeded_data: the trained draft's
+   answers once per seed in `data.seeds`, so both can train on the same files), with the
+   input of the target's LM head at every answer position; head k's label there is the token
+   k + 2 ahead.
+2. heads: `heads.num_heads` heads of `heads.num_layers` residual blocks each, through the
+   target's LM head (frozen, shared) restricted to the `train.head_tokens` tokens most
+   frequent in the answers; cross-entropy on the target's tokens, head k weighted
+   `train.head_decay`**k (as Medusa). Checkpoints and resume as the trained draft's.
+3. held-out accuracy per head: top-1, top-5 and the share of labels at each rank, which
+   `specdec.tree.best_tree` turns into sparse trees.
+4. default tree: for every tree size up to `tree.max_nodes`, tokens per step (1 + the summed
+   chances of the best tree's nodes) over the measured cost of verifying that many tokens;
+   the fastest becomes the heads' default tree.
+5. export: bf16 safetensors + medusa_config.json (architecture, training record, accuracies,
+   default tree, data hash) + tokens_by_frequency.json into `out_dir`.
+"""
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from specdec.drafts.medusa_heads import MedusaHeads, save_medusa_heads
+from specdec.drafts.assets import frequent_token_head, save_token_frequencies
+from specdec.runtime.prepare import prepare
+from specdec.drafts.subset_head import SubsetHead
+from specdec.training.batches import held_out_ids, sequence
+from specdec.training.features import seed_dirs, seeded_data
+from specdec.training.fingerprint import check_work_dir
+from specdec.training.optim import optimize
+from specdec.training.record import data_digest, training_record
+from specdec.training.settings import check_settings
+from specdec.training.target import frozen_target
+from specdec.tree import best_tree
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "medusa_checkpoint.pt"  # in work_dir
+RANKS = 10  # ranks whose accuracy is recorded for tree building
+
+
+def answer_positions(rows: list[tuple[dict, torch.Tensor]], num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden states (N, d), labels (N, K) with -100 past the end) at every answer position of
+    the (row, its features) pairs: head k's label at position t is the token t + 2 + k."""
+    hidden, labels = [], []
+    for row, state in rows:
+        seq = sequence(row)
+        first = len(row["prompt_ids"]) - 1  # its hidden state gives the first answer token
+        hidden.append(state[first : len(seq) - 1])
+        ahead = [[seq[t + 2 + k] if t + 2 + k < len(seq) else -100 for k in range(num_heads)]
+                 for t in range(first, len(seq) - 1)]
+        labels.append(torch.tensor(ahead))
+    return torch.cat(hidden), torch.cat(labels)
+
+
+def head_logits(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor) -> torch.Tensor:
+    """(N, K, S) scores over the subset's tokens only (training never builds full-vocabulary rows)."""
+    return subset.scores(heads.hidden(hidden.float()))
+
+
+def accuracy(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Per head: top-1, top-5, and the share of labels at each rank < RANKS (labels outside the subset miss)."""
+    ranks = []
+    with torch.no_grad():
+        for start in range(0, len(hidden), 2048):
+            scores = head_logits(heads, subset, hidden[start : start + 2048])
+            chunk = labels[start : start + 2048]
+            target = subset.columns(chunk)
+            rank = (scores > scores.gather(-1, target.clamp_min(0).unsqueeze(-1))).sum(-1)
+            rank = torch.where(target >= 0, rank, scores.shape[-1])  # outside the subset: a miss
+            ranks.append(torch.where(chunk >= 0, rank, -1))
+    ranks = torch.cat(ranks)  # (N, K), -1 where there is no label, >= S when outside the subset
+    result = {"top1": [], "top5": [], "topk_accuracy": []}
+    for k in range(ranks.shape[1]):
+        valid = ranks[:, k][ranks[:, k] >= 0]
+        result["top1"].append(round((valid == 0).float().mean().item(), 4))
+        result["top5"].append(round((valid < 5).float().mean().item(), 4))
+        result["topk_accuracy"].append([round((valid == r).float().mean().item(), 4) for r in range(RANKS)])
+    return result
+
+
+def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, labels, work: Path) -> dict:
+    """Batches of positions in a fresh random order each epoch; a one-cycle schedule (as Medusa)."""
+    torch.manual_seed(cfg.seed)
+    size = cfg.train.batch_positions
+    orders = [torch.randperm(len(hidden), generator=torch.Generator().manual_seed(cfg.seed + e))
+              for e in range(cfg.train.epochs)]
+    plan = [order[start : start + size] for order in orders for start in range(0, len(hidden), size)]
+    weights = torch.tensor([cfg.train.head_decay ** k for k in range(heads.num_heads)])
+
+    def batch_loss(batch):
+        scores = head_logits(heads, subset, hidden[batch])  # (B, K, S)
+        target = subset.columns(labels[batch])
+        losses = torch.stack([F.cross_entropy(scores[:, k], target[:, k], ignore_index=-100)
+                              for k in range(heads.num_heads)])
+        hits = (scores.argmax(-1) == target).float().sum(0) / (target >= 0).float().sum(0).clamp_min(1)
+        return (losses.nan_to_num() * weights).sum() / weights.sum(), list(hits)
+
+    def one_cycle(optimizer, total: int, lr: float):
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total, pct_start=0.05)
+
+    step, minutes = optimize(cfg.train, heads, list(heads.parameters()), plan, batch_loss,
+                             work / CHECKPOINT, heads.state_dict, schedule=one_cycle)
+    return {"steps": step, "planned_steps": len(plan), "train_minutes": round(minutes, 1)}
+
+
+def default_tree(topk_accuracy: list[list[float]], verify_ms: dict[int, float], max_nodes: int) -> dict:
+    """The tree size up to `max_nodes` with the most tokens per millisecond: expected tokens per step
+    of the best tree of each size over `verify_ms[k]`, the measured cost of a target pass over k tokens
+    (that many nodes plus the root)."""
+    speeds = {}
+    for size in range(1, max_nodes + 1):
+        tree = best_tree(topk_accuracy, size)
+        chances = [torch.tensor([topk_accuracy[d][r] for d, r in enumerate(path)]).prod().item() for path in tree]
+        speeds[size] = (1 + sum(chances)) / verify_ms[size + 1]
+    size = max(speeds, key=speeds.get)
+    decode_per_ms = 1 / verify_ms[1]
+    return {"default_tree": best_tree(topk_accuracy, size),
+            "tree_choice": {"nodes": size, "predicted_speedup": {n: round(s / decode_per_ms, 3) for n, s in speeds.items()},
+                            "verify_ms": {k: round(v, 2) for k, v in verify_ms.items()}}}
+
+
+def train_medusa(cfg: DictConfig, evaluation: list[str],
+                 time_verify: Callable[[torch.nn.Module, int, int], dict[int, float]]) -> dict:
+    """The whole recipe for configs/train_medusa.yaml's `cfg`, with training prompts sharing no span
+    with the `evaluation` texts and the default tree picked by the verify costs `time_verify(model,
+    cached tokens, k)` measures (median ms of a pass over 1..k new tokens): the heads exported to
+    cfg.out_dir, and their record."""
+    check_settings(cfg, "medusa")
+    work = Path(cfg.work_dir)
+    check_work_dir(cfg, work / CHECKPOINT, seed_dirs(cfg, work))
+    target, tokenizer = frozen_target(cfg)
+    data, states, data_minutes = seeded_data(cfg, target, tokenizer, evaluation, work)
+    held_out = held_out_ids(data, cfg.train.held_out_share, cfg.seed)
+    pairs = list(zip(data, states))
+    hidden, labels = answer_positions([(r, s) for r, s in pairs if r["id"] not in held_out], cfg.heads.num_heads)
+    held_hidden, held_labels = answer_positions([(r, s) for r, s in pairs if r["id"] in held_out], cfg.heads.num_heads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
+    subset = frequent_token_head(target.get_output_embeddings().weight, out, cfg.train.head_tokens)
+    config = target.config.get_text_config()
+    heads = MedusaHeads(config.hidden_size, config.vocab_size, cfg.heads.num_heads, cfg.heads.num_layers,
+                        shared_lm_head=True)
+    before = accuracy(heads, subset, held_hidden, held_labels)
+    results = train(cfg, heads, subset, hidden, labels, work)
+    after = accuracy(heads, subset, held_hidden, held_labels)
+    log.info("held-out top-1 per head %s (before %s), top-5 %s", after["top1"], before["top1"], after["top5"])
+    results |= {"train_positions": len(hidden), "held_out_positions": len(held_hidden)}
+    data_hash = data_digest([d / "data.jsonl" for d in seed_dirs(cfg, work).values()])
+    verify_ms = time_verify(prepare(target), cfg.tree.context_tokens, cfg.tree.max_nodes + 1)
+    meta = {**training_record(cfg, data, data_hash, data_minutes, results),
+            "held_out_top1_before": before["top1"], "held_out_top1": after["top1"], "held_out_top5": after["top5"],
+            "topk_accuracy": after["topk_accuracy"], **default_tree(after["topk_accuracy"], verify_ms, cfg.tree.max_nodes)}
+    save_medusa_heads(heads, out, meta)
+    return meta

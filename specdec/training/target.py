@@ -1,0 +1,17 @@
+"""The frozen target every trainer distills from."""
+
+import torch
+from omegaconf import DictConfig
+
+from specdec.models import load_model
+
+
+def frozen_target(cfg: DictConfig):
+    """Seed torch with cfg.seed, use cfg.threads (null: torch's default), and load the target in
+    float32 on the CPU with its gradients off: (model, tokenizer)."""
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    target, tokenizer = load_model(cfg.model.name_or_path, torch.device("cpu"), torch.float32)
+    target.requires_grad_(False)
+    return target, tokenizer

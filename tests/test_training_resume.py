@@ -1,0 +1,150 @@
+"""What a trainer finds in its work directory when it resumes: settings that differ from those it
+was started with are an error naming them, a checkpoint that would run code is refused unread, a
+damaged one is a one-line error, unreadable features are recomputed, and a torn answer in
+data.jsonl is answered again."""
+
+import logging
+
+import pytest
+import torch
+from conftest import tiny, train_config
+from omegaconf import OmegaConf
+
+from specdec import ConfigError
+from specdec.io import atomic_torch_save, read_jsonl
+from specdec.tiny import byte_tokenizer
+from specdec.training import draft_recipe, fingerprint
+from specdec.training.answers import answer
+from specdec.training.features import features, seed_dirs
+from specdec.training.fingerprint import check_work_dir
+from specdec.training.optim import optimize
+
+TRAIN = OmegaConf.create({"lr": 1e-2, "checkpoint_every": 1, "time_budget_min": 1})
+
+
+def test_a_rerun_with_other_settings_names_the_keys_and_the_fix(tmp_path, monkeypatch):
+    """The issue: a draft trainer resumed with other data.prompts carried on with the old answers."""
+    work, checkpoint = tmp_path / "work", tmp_path / "work" / "checkpoint.pt"
+    first = train_config("train_draft", f"work_dir={work}")
+    check_work_dir(first, checkpoint, {0: work})
+    (work / "data.jsonl").write_text("")
+    check_work_dir(first, checkpoint, {0: work})  # the same settings resume
+    changed = train_config("train_draft", f"work_dir={work}", "data.prompts=24", "data.temperature=0.5")
+    monkeypatch.setattr(draft_recipe, "frozen_target", lambda cfg: pytest.fail("loaded the target"))
+    with pytest.raises(ConfigError, match=r"^\S+data.jsonl was made with other settings \(data.prompts: 1200 -> 24; "
+                                          r"data.temperature: 0.7 -> 0.5\): use a new work_dir, or delete \S+work to "
+                                          r"answer again$"):
+        draft_recipe.train_draft(changed, [])
+    checkpoint.write_bytes(b"")  # a run's budget and checkpoint interval may change; its learning rate may not
+    check_work_dir(train_config("train_draft", "train.time_budget_min=50", "train.checkpoint_every=5"), checkpoint,
+                   {0: work})
+    with pytest.raises(ConfigError, match=r"\(train.lr: 0.0005 -> 0.001\): use a new work_dir, or delete "
+                                          r"\S+checkpoint.pt to train from step 0$"):
+        check_work_dir(train_config("train_draft", "train.lr=1e-3"), checkpoint, {0: work})
+    monkeypatch.setattr(fingerprint, "git_commit", lambda: "another-commit")
+    with pytest.raises(ConfigError, match=r'code: "\S+" -> "another-commit"'):
+        check_work_dir(first, checkpoint, {0: work})
+
+
+def test_eagle_and_medusa_share_answers_but_not_checkpoints(tmp_path):
+    """Their data sections are the same, so the seed-N answers of one serve the other."""
+    eagle, medusa = (train_config(f"train_{kind}", f"work_dir={tmp_path}", "data.seeds=[0,1]") for kind in ("eagle", "medusa"))
+    check_work_dir(eagle, tmp_path / "eagle_checkpoint.pt", seed_dirs(eagle, tmp_path))
+    for directory in seed_dirs(eagle, tmp_path).values():
+        (directory / "data.jsonl").write_text("")
+    (tmp_path / "eagle_checkpoint.pt").write_bytes(b"")
+    check_work_dir(medusa, tmp_path / "medusa_checkpoint.pt", seed_dirs(medusa, tmp_path))
+    shorter = train_config("train_medusa", f"work_dir={tmp_path}", "data.seeds=[0,1]", "data.max_new_tokens=64")
+    with pytest.raises(ConfigError, match=r"seed-0/data.jsonl was made with other settings \(data.max_new_tokens: "
+                                          r"128 -> 64\): use a new work_dir, or delete \S+seed-0 to answer again$"):
+        check_work_dir(shorter, tmp_path / "medusa_checkpoint.pt", seed_dirs(shorter, tmp_path))
+
+
+def test_files_made_before_fingerprints_were_recorded_name_the_fix(tmp_path):
+    (tmp_path / "data.jsonl").write_text("")
+    with pytest.raises(ConfigError, match=r"data.jsonl has no record of the settings it was made with "
+                                          r"\(data_fingerprint.json; an older version wrote it\): use a new work_dir"):
+        check_work_dir(train_config("train_draft"), tmp_path / "checkpoint.pt", {0: tmp_path})
+
+
+class Payload:
+    """Unpickling it opens (creates) the marker file: what a crafted checkpoint could run instead."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def train_steps(checkpoint, steps: int = 3) -> tuple[torch.nn.Linear, int]:
+    """A tiny linear regression through the trainers' loop, resuming from `checkpoint`: (module, steps done)."""
+    torch.manual_seed(0)
+    module = torch.nn.Linear(4, 1)
+    x, y = torch.randn(8, 4), torch.randn(8, 1)
+
+    def batch_loss(_):
+        loss = torch.nn.functional.mse_loss(module(x), y)
+        return loss, [torch.ones(1)]
+
+    step, _ = optimize(TRAIN, module, list(module.parameters()), list(range(steps)), batch_loss, checkpoint,
+                       module.state_dict)
+    return module, step
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path):
+    marker, checkpoint = tmp_path / "code-ran", tmp_path / "checkpoint.pt"
+    torch.save({"weights": {}, "optimizer": {}, "schedule": {}, "step": Payload(marker), "seconds": 0.0}, checkpoint)
+    with pytest.raises(ConfigError, match=r"^refused to resume from .*checkpoint.pt: .*could run code.*"
+                                          r"delete it, or use a new work_dir$"):
+        train_steps(checkpoint)
+    assert not marker.exists()
+    torch.load(checkpoint, weights_only=False)  # the payload is real: a plain load runs it
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "keys"])
+def test_a_damaged_checkpoint_is_one_line_naming_the_fix(damage, tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    trained, step = train_steps(checkpoint)
+    resumed, again = train_steps(checkpoint)  # a sound checkpoint resumes at its step: nothing is retrained
+    assert step == again == 3 and torch.equal(trained.weight, resumed.weight)
+    data = checkpoint.read_bytes()
+    if damage == "keys":
+        atomic_torch_save({"weights": {}}, checkpoint)
+    else:
+        checkpoint.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"")
+    with pytest.raises(ConfigError, match=r"^cannot resume from .*checkpoint.pt \(damaged or not a checkpoint of "
+                                          r"this trainer: [^\n]*\); delete it to train from step 0, or use a new work_dir$"):
+        train_steps(checkpoint)
+
+
+def test_unreadable_features_are_computed_again(tmp_path, caplog):
+    model = tiny("llama")
+    rows = [{"id": f"r{i}", "prompt_ids": [1, 2, 3 + i], "answer_ids": [4, 5]} for i in range(3)]
+    path = tmp_path / "features.pt"
+    expected = features(rows, model, path)
+    marker = tmp_path / "code-ran"
+    torch.save({"r0": Payload(marker)}, path)
+    with caplog.at_level(logging.WARNING):
+        again = features(rows, model, path)
+    assert "computing its features again" in caplog.text and not marker.exists()
+    assert all(torch.equal(a, b) for a, b in zip(again, expected))
+    assert set(torch.load(path, weights_only=True)) == {"r0", "r1", "r2"}  # rewritten whole
+
+
+def test_a_torn_answer_is_answered_again(tmp_path, caplog):
+    """A run stopped while writing its last answer: a rerun drops that line and answers that prompt
+    again, and data.jsonl ends as an uninterrupted run writes it (greedy answers)."""
+    model, tokenizer = tiny("llama"), byte_tokenizer()
+    cfg = OmegaConf.create({"seed": 0, "data": {"batch_size": 2, "max_new_tokens": 4, "temperature": 0.7}})
+    prompts = [{"id": f"p{i}", "category": "test", "input_ids": [5 + i, 9, 13 + i]} for i in range(3)]
+    path = tmp_path / "data.jsonl"
+    answer(prompts, cfg, model, tokenizer, {}, path, sampled_share=0.0)
+    whole = path.read_text()
+    path.write_text(whole[: whole.rindex('"answer_ids"')])  # the last row's write stopped midway
+    with caplog.at_level(logging.WARNING):
+        done = {row["id"]: row for row in read_jsonl(path)}
+    assert sorted(done) == ["p0", "p1"] and "torn last line" in caplog.text
+    answer(prompts, cfg, model, tokenizer, done, path, sampled_share=0.0)
+    assert path.read_text() == whole and sorted(done) == ["p0", "p1", "p2"]
