@@ -2,7 +2,8 @@
 
 On a tiny model with a 4-token vocabulary, the exact joint distribution of the first four
 generated tokens is computed by enumeration; thousands of sampled generations are compared
-with it by a chi-square test. A deliberately wrong acceptance rule fails the same test.
+with it by a chi-square test. That such tests catch wrong acceptance rules, and at what sample
+size, is shown in test_sampling_power.py.
 """
 
 import itertools
@@ -10,14 +11,14 @@ import itertools
 import pytest
 import torch
 from conftest import random_eagle
-from scipy.stats import chisquare
+from exact_laws import next_logits, target_law
+from goodness_of_fit import p_value
 
 from specdec import Decoder, GenerationConfig
 from specdec.drafts.medusa_heads import MedusaHeads
-from specdec.sampling import SamplingParams, probabilities, sample
+from specdec.sampling import SamplingParams
 from specdec.strategies import Proposal, Strategy, create_strategy
 from specdec.tiny import tiny_random_model
-from specdec.verify import Verdict
 
 VOCAB, NEW_TOKENS, SAMPLES = 4, 4, 4000
 PROMPT = [0, 1, 2, 3, 1]
@@ -36,19 +37,9 @@ TARGET = peaky_model(seed=0, scale=12.0)
 DRAFT = peaky_model(seed=1, scale=12.0)
 
 
-@torch.inference_mode()
 def exact_distribution(model, sampling: SamplingParams) -> dict:
     """P(first NEW_TOKENS tokens = s) for every sequence s, by enumerating prefixes."""
-    law = {(): 1.0}
-    for _ in range(NEW_TOKENS):
-        nxt = {}
-        for prefix, p in law.items():
-            logits = model(torch.tensor([PROMPT + list(prefix)])).logits[0, -1]
-            q = probabilities(logits, sampling)
-            for t in range(VOCAB):
-                nxt[prefix + (t,)] = p * q[t].item()
-        law = nxt
-    return law
+    return target_law(next_logits(model, PROMPT), sampling, NEW_TOKENS)
 
 
 def sample_counts(decoder: Decoder, config: GenerationConfig) -> dict:
@@ -56,32 +47,6 @@ def sample_counts(decoder: Decoder, config: GenerationConfig) -> dict:
     for seed in range(SAMPLES):
         counts[tuple(decoder.generate(PROMPT, config, seed=seed).token_ids)] += 1
     return counts
-
-
-def p_value(counts: dict, law: dict) -> float:
-    """Chi-square goodness of fit, pooling outcomes with expected count < 5 into one bin."""
-    observed, expected, rest_o, rest_e = [], [], 0, 0.0
-    for seq, p in law.items():
-        if p * SAMPLES >= 5:
-            observed.append(counts[seq])
-            expected.append(p * SAMPLES)
-        else:
-            rest_o, rest_e = rest_o + counts[seq], rest_e + p * SAMPLES
-    observed.append(rest_o)
-    expected.append(rest_e)
-    total = sum(expected)  # float rounding: make both sum to SAMPLES exactly
-    return chisquare(observed, [e * SAMPLES / total for e in expected]).pvalue
-
-
-def resample_from_target_on_reject(target_logits, draft_tokens, draft_probs, sampling, generator) -> Verdict:
-    """A classic bug: after a rejection, sample from p instead of the residual max(p - q, 0)."""
-    p = probabilities(target_logits, sampling)
-    k = draft_tokens.numel()
-    for i in range(k):
-        x = draft_tokens[i]
-        if torch.rand(1, generator=generator).item() * draft_probs[i, x] >= p[i, x]:
-            return Verdict(draft_tokens[:i].tolist() + [int(sample(p[i], generator).item())])
-    return Verdict(draft_tokens.tolist() + [int(sample(p[k], generator).item())])
 
 
 SETTINGS = [SamplingParams(1.0, 0, 1.0), SamplingParams(0.8, 3, 0.9)]
@@ -117,16 +82,6 @@ def test_eagle_tree_sampling_matches_target_distribution(sampling):
                                stop_below_prob=0, tree_nodes=6, tree_topk=2)
     decoder = Decoder(TARGET, strategy, eos_token_ids=set())
     assert p_value(sample_counts(decoder, config), exact_distribution(TARGET, sampling)) > 1e-3
-
-
-def test_wrong_acceptance_rule_is_caught():
-    sampling = SETTINGS[0]
-    config = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=1.0)
-    law = exact_distribution(TARGET, sampling)
-    strategy = create_strategy("draft", draft_model=DRAFT, gamma=3)
-    strategy.acceptance_rule = lambda sampling, tree: resample_from_target_on_reject
-    wrong = Decoder(TARGET, strategy, eos_token_ids=set())
-    assert p_value(sample_counts(wrong, config), law) < 1e-6
 
 
 def test_baseline_sampling_matches_target_distribution():
