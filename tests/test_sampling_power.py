@@ -9,6 +9,7 @@ the exact wrong laws (tests/exact_laws.py), which the power tests re-check; all 
 
 import copy
 import functools
+from collections import Counter
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from exact_laws import decoding_law, next_logits, speculative_step_law, target_l
 from goodness_of_fit import p_value, power
 
 from specdec import Decoder, GenerationConfig
+from specdec.metrics import acceptance_rate
 from specdec.sampling import SamplingParams, probabilities
 from specdec.strategies import create_strategy
 from specdec.tiny import tiny_random_model
@@ -65,11 +67,8 @@ def test_rule_on_fixed_rows(variant):
 def test_specdec_rule_on_fixed_rows():
     """specdec.verify's rejection sampling itself, one step per call, at the same sample size."""
     generator = torch.Generator().manual_seed(1)
-    steps = [rejection_sampling(FIXED_LOGITS, drafts, FIXED_Q, SAMPLING, generator).tokens
-             for drafts in fixed_drafts(generator)]
-    counts = {}
-    for step in steps:
-        counts[tuple(step)] = counts.get(tuple(step), 0) + 1
+    counts = Counter(tuple(rejection_sampling(FIXED_LOGITS, drafts, FIXED_Q, SAMPLING, generator).tokens)
+                     for drafts in fixed_drafts(generator))
     assert p_value(counts, FIXED_LAW) > 1e-3
 
 
@@ -85,6 +84,7 @@ def test_fixed_rows_sample_size_has_the_stated_power():
 # half the time. The seeds were searched for (among the first 60) as ones whose computed power at
 # 500 samples is over 0.9999 for every wrong rule; 500 Decoder runs take a few seconds per rule.
 DECODER_SAMPLES = 500
+GAMMA = 2
 PROMPT = [0, 1, 2, 3, 1]
 SEEDS = {"llama": 54, "gpt_neox": 18}
 
@@ -110,20 +110,18 @@ def exact_law(arch: str) -> dict:
 @pytest.mark.parametrize("arch", SEEDS)
 @pytest.mark.parametrize("variant", [None, *WRONG], ids=lambda v: v.__name__ if v else "specdec")
 def test_decoder_output_law(arch, variant):
-    """None: the Decoder's own rule (specdec.verify), which must pass with about half of the drafts kept."""
+    """variant None: the draft strategy's own rule (specdec.verify), which must pass with about half
+    of the drafts kept."""
     target, draft = target_and_draft(arch)
-    strategy = create_strategy("draft", draft_model=draft, gamma=2)
+    strategy = create_strategy("draft", draft_model=draft, gamma=GAMMA)
     if variant:
         strategy.acceptance_rule = lambda sampling, tree: as_decoder_rule(variant)
     decoder = Decoder(target, strategy, eos_token_ids=set())
-    counts, accepted, proposed = {}, 0, 0
-    for seed in range(1, DECODER_SAMPLES + 1):
-        out = decoder.generate(PROMPT, CONFIG, seed=seed)
-        counts[tuple(out.token_ids)] = counts.get(tuple(out.token_ids), 0) + 1
-        accepted, proposed = accepted + out.metrics.accepted, proposed + out.metrics.proposed
-    p = p_value(counts, exact_law(arch))
+    outs = [decoder.generate(PROMPT, CONFIG, seed=seed) for seed in range(1, DECODER_SAMPLES + 1)]
+    p = p_value(Counter(tuple(out.token_ids) for out in outs), exact_law(arch))
     if variant is None:
-        assert p > 1e-3 and 0.3 < accepted / proposed < 0.7, (p, accepted / proposed)
+        rate = acceptance_rate([step for out in outs for step in out.metrics.steps])
+        assert p > 1e-3 and 0.3 < rate < 0.7, (p, rate)
     else:
         assert p < 1e-6, p
 
@@ -132,8 +130,8 @@ def test_decoder_output_law(arch, variant):
 def test_decoder_sample_size_has_the_stated_power(arch):
     target, draft = target_and_draft(arch)
     target_logits, draft_logits = next_logits(target, PROMPT), next_logits(draft, PROMPT)
-    law = decoding_law(correct, target_logits, draft_logits, SAMPLING, CONFIG.max_new_tokens, 2)
+    law = decoding_law(correct, target_logits, draft_logits, SAMPLING, CONFIG.max_new_tokens, GAMMA)
     assert tv(law, exact_law(arch)) < 1e-6  # the correct rule is lossless, by the law code too
     for wrong in WRONG:
-        wrong_law = decoding_law(wrong, target_logits, draft_logits, SAMPLING, CONFIG.max_new_tokens, 2)
+        wrong_law = decoding_law(wrong, target_logits, draft_logits, SAMPLING, CONFIG.max_new_tokens, GAMMA)
         assert power(exact_law(arch), wrong_law, DECODER_SAMPLES) > 0.9999, wrong.__name__
