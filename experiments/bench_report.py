@@ -1,12 +1,11 @@
-"""`python -m experiments.report RUN_DIR...`: the bench table (Markdown, CSV, JSON) and plots
-from the results.jsonl of earlier runs (experiments.run or experiments.bench).
+"""The bench table (Markdown, CSV, JSON) and plots from the results.jsonl of run directories
+(experiments.run or experiments.bench; `python -m experiments.report RUN_DIR...`).
 
 Rows are strategy x category, plus category "all" for the whole suite; speedup is against
 the baseline of the same run on the same prompts. Plots: speedup against gamma,
 per-position acceptance, and a histogram of tokens committed per target pass.
 """
 
-import argparse
 import csv
 import json
 import re
@@ -17,25 +16,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from experiments.run_records import load_run  # noqa: E402
 from experiments.summary import summarize  # noqa: E402
+from experiments.table import markdown  # noqa: E402
 
 COLUMNS = ["run", "strategy", "category", "n_prompts", "tokens_per_s", "speedup", "mean_accepted", "acceptance_rate",
            "ttft_ms", "tpot_ms", "match_baseline", "predicted_speedup"]
-
-
-def load_run(run_dir: Path) -> dict[str, list[dict]]:
-    """strategy -> its records, in prompt order, from one run directory."""
-    path = run_dir / "results.jsonl"
-    if not path.exists():
-        raise SystemExit(f"no results.jsonl in {run_dir}: give directories written by experiments.run or experiments.bench")
-    records: dict[str, list[dict]] = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        records.setdefault(record["strategy"], []).append(record)
-    order = {r["prompt_id"]: i for i, r in enumerate(records.get("baseline", []))}
-    for recs in records.values():
-        recs.sort(key=lambda r: order.get(r["prompt_id"], len(order)))
-    return records
 
 
 def bench_rows(run: str, records: dict[str, list[dict]], predictions: dict | None = None) -> list[dict]:
@@ -55,16 +41,6 @@ def bench_rows(run: str, records: dict[str, list[dict]], predictions: dict | Non
 
 def tokens_per_step(recs: list[dict]) -> list[int]:
     return [a + 1 for r in recs for a in r["accepted_per_step"]]
-
-
-def _cell(value) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def markdown(rows: list[dict], columns: list[str] = COLUMNS) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def gamma_of(label: str) -> int | None:
@@ -135,7 +111,7 @@ def write_report(run_dirs: list[Path], out: Path) -> list[dict]:
         rows += bench_rows(name, records, predictions)
         all_records.update({f"{name}: {k}" if name else k: v for k, v in records.items()})
     (out / "bench.json").write_text(json.dumps(rows, indent=2))
-    (out / "bench.md").write_text(markdown(rows))
+    (out / "bench.md").write_text(markdown(rows, COLUMNS))
     with open(out / "bench.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -144,14 +120,6 @@ def write_report(run_dirs: list[Path], out: Path) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, help="where to write the table and plots (default: the first run directory)")
-    args = parser.parse_args(argv)
-    rows = write_report(args.run_dirs, args.out or args.run_dirs[0])
-    print(markdown([r for r in rows if r["category"] == "all"]))
-
-
-if __name__ == "__main__":
-    main()
+def overall_table(rows: list[dict]) -> str:
+    """The Markdown table of the rows for the whole suite (category "all")."""
+    return markdown([r for r in rows if r["category"] == "all"], COLUMNS)
