@@ -2,7 +2,7 @@
 `transformers`' own generate, assisted generation and prompt lookup, in one process,
 interleaved prompt by prompt after a warm-up (experiments.run's loop, with every entry of
 `matrix` as a strategy). Then it times the forward passes the cost model needs and writes
-bench.json / bench.md / bench.csv, cost_model.json and the plots (experiments.report).
+bench.json / bench.md / bench.csv, cost_model.json and the plots (experiments.bench_report).
 An interrupted bench resumes when rerun with the same hydra.run.dir."""
 
 import json
@@ -19,8 +19,9 @@ from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cost_model import best_gamma, measure_costs, predict_speedup
-from experiments.report import load_run, markdown, write_report
+from experiments.bench_report import overall_table, write_report
 from experiments.run import run_experiment, strategy_label, strategy_name
+from experiments.run_records import load_run
 from specdec.errors import ConfigError
 from experiments.summary import summarize
 from specdec.drafts.draft_model import load_draft
@@ -101,7 +102,7 @@ def main(cfg: DictConfig) -> None:
         log.error("%s", e)
         sys.exit(2)
     rows = write_report([run_dir], run_dir)
-    print(markdown([r for r in rows if r["category"] == "all"]))
+    print(overall_table(rows))
     print(f"bench.json, bench.md, bench.csv and plots in {run_dir}")
 
 

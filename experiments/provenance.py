@@ -1,8 +1,9 @@
-"""What a result needs to be reproduced: code version, library versions, machine."""
+"""What a result needs to be reproduced: code version, library versions, machine, date."""
 
 import os
 import platform
 import sys
+from datetime import datetime, timezone
 from importlib.metadata import version
 
 import torch
@@ -19,6 +20,7 @@ def device_name(device: torch.device) -> str:
 
 def environment(device: torch.device) -> dict:
     return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "git_commit": git_commit(),
         "device": str(device),
         "device_name": device_name(device),

@@ -1,156 +1,49 @@
-"""`python -m experiments.report RUN_DIR...`: the bench table (Markdown, CSV, JSON) and plots
-from the results.jsonl of earlier runs (experiments.run or experiments.bench).
+"""`python -m experiments.report`: tables and plots from what runs wrote, and the results doc.
 
-Rows are strategy x category, plus category "all" for the whole suite; speedup is against
-the baseline of the same run on the same prompts. Plots: speedup against gamma,
-per-position acceptance, and a histogram of tokens committed per target pass.
+  python -m experiments.report RUN_DIR... [--out DIR]    the bench table and plots of run directories
+  python -m experiments.report MULTIRUN_DIR [--out DIR]  every job of a multirun (or run of a directory of runs)
+                                                         in one table, speedup and mean accepted against each knob
+  python -m experiments.report --results-doc             docs/results.md from the directories under results/
+  python -m experiments.report --headline results/NAME   the README's headline table from one of them
 """
 
 import argparse
-import csv
-import json
-import re
 from pathlib import Path
 
-import matplotlib
+from experiments.bench_report import overall_table, write_report
+from experiments.results_doc import headline, results_doc
+from experiments.run_records import job_dirs
+from experiments.sweep_report import rows_of, write_sweep_report
+from experiments.table import markdown
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments.summary import summarize  # noqa: E402
-
-COLUMNS = ["run", "strategy", "category", "n_prompts", "tokens_per_s", "speedup", "mean_accepted", "acceptance_rate",
-           "ttft_ms", "tpot_ms", "match_baseline", "predicted_speedup"]
-
-
-def load_run(run_dir: Path) -> dict[str, list[dict]]:
-    """strategy -> its records, in prompt order, from one run directory."""
-    path = run_dir / "results.jsonl"
-    if not path.exists():
-        raise SystemExit(f"no results.jsonl in {run_dir}: give directories written by experiments.run or experiments.bench")
-    records: dict[str, list[dict]] = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        records.setdefault(record["strategy"], []).append(record)
-    order = {r["prompt_id"]: i for i, r in enumerate(records.get("baseline", []))}
-    for recs in records.values():
-        recs.sort(key=lambda r: order.get(r["prompt_id"], len(order)))
-    return records
-
-
-def bench_rows(run: str, records: dict[str, list[dict]], predictions: dict | None = None) -> list[dict]:
-    baseline = records.get("baseline")
-    rows = []
-    for strategy, recs in records.items():
-        categories = ["all"] + sorted({r["category"] for r in recs})
-        for category in categories:
-            mine = [r for r in recs if category in ("all", r["category"])]
-            base = None if baseline is None else [r for r in baseline if category in ("all", r["category"])]
-            summary = summarize(mine, base)
-            rows.append({"run": run, "strategy": strategy, "category": category, **{k: summary.get(k) for k in COLUMNS[3:-1]},
-                         "per_position_acceptance": summary["per_position_acceptance"],
-                         "predicted_speedup": (predictions or {}).get(strategy) if category == "all" else None})
-    return rows
-
-
-def tokens_per_step(recs: list[dict]) -> list[int]:
-    return [a + 1 for r in recs for a in r["accepted_per_step"]]
-
-
-def _cell(value) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def markdown(rows: list[dict], columns: list[str] = COLUMNS) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def gamma_of(label: str) -> int | None:
-    found = re.search(r"gamma=(\d+)", label)
-    return int(found.group(1)) if found else None
-
-
-def plot(rows: list[dict], records: dict[str, list[dict]], out: Path) -> list[Path]:
-    """speedup_vs_gamma.png, per_position_acceptance.png, tokens_per_step.png into `out`."""
-    everything = [r for r in rows if r["category"] == "all"]
-    paths = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    families: dict[str, list[tuple[int, float]]] = {}
-    for row in everything:
-        gamma = gamma_of(row["strategy"])
-        if gamma is not None and row["speedup"] is not None:
-            families.setdefault(_label(row["run"], row["strategy"].split("(")[0]), []).append((gamma, row["speedup"]))
-    for family, points in sorted(families.items()):
-        ax.plot(*zip(*sorted(points)), marker="o", label=family)
-    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-    ax.set(xlabel="gamma (draft tokens per step)", ylabel="speedup over baseline", title="Speedup against gamma")
-    if families:
-        ax.legend(fontsize=7)
-    paths.append(_save(fig, out / "speedup_vs_gamma.png"))
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row in everything:
-        if row["per_position_acceptance"]:
-            acc = row["per_position_acceptance"]
-            ax.plot(range(1, len(acc) + 1), acc, marker="o", label=_label(row["run"], row["strategy"]))
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set(xlabel="draft position (trees: depth)", ylabel="P(accepted | previous accepted)", title="Per-position acceptance", ylim=(0, 1))
-    ax.legend(fontsize=7)
-    paths.append(_save(fig, out / "per_position_acceptance.png"))
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    counts = {name: tokens_per_step(recs) for name, recs in records.items() if name != "baseline"}
-    counts = {name: c for name, c in counts.items() if c}  # anchors record no steps
-    if counts:
-        top = max(max(c) for c in counts.values())
-        ax.hist(list(counts.values()), bins=range(1, top + 2), density=True, label=list(counts), align="left")
-        ax.legend(fontsize=7)
-    ax.set(xlabel="tokens committed per target pass", ylabel="share of steps", title="Tokens per step")
-    paths.append(_save(fig, out / "tokens_per_step.png"))
-    return paths
-
-
-def _label(run: str, strategy: str) -> str:
-    return f"{run}: {strategy}" if run else strategy
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def write_report(run_dirs: list[Path], out: Path) -> list[dict]:
-    """bench.json / bench.md / bench.csv and the plots for `run_dirs`, into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    rows, all_records = [], {}
-    for run_dir in run_dirs:
-        records = load_run(run_dir)
-        costs_path = run_dir / "cost_model.json"
-        predictions = json.loads(costs_path.read_text())["predicted_speedup"] if costs_path.exists() else None
-        name = run_dir.name if len(run_dirs) > 1 else ""
-        rows += bench_rows(name, records, predictions)
-        all_records.update({f"{name}: {k}" if name else k: v for k, v in records.items()})
-    (out / "bench.json").write_text(json.dumps(rows, indent=2))
-    (out / "bench.md").write_text(markdown(rows))
-    with open(out / "bench.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    plot(rows, all_records, out)
-    return rows
+REPO = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, help="where to write the table and plots (default: the first run directory)")
+    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0],
+                                     epilog=__doc__.split("\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="*", type=Path, help="run directories, or one directory of them (a multirun)")
+    parser.add_argument("--out", type=Path, help="where to write the table and plots (default: the first directory)")
+    parser.add_argument("--results-doc", action="store_true", help="write the results doc from the result directories")
+    parser.add_argument("--results", type=Path, default=REPO / "results", help="the result directories (default: results/)")
+    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "results.md", help="the results doc (default: docs/results.md)")
+    parser.add_argument("--headline", type=Path, metavar="RESULT_DIR", help="print the headline table of a result directory")
     args = parser.parse_args(argv)
-    rows = write_report(args.run_dirs, args.out or args.run_dirs[0])
-    print(markdown([r for r in rows if r["category"] == "all"]))
+    if bool(args.run_dirs) + args.results_doc + (args.headline is not None) != 1:
+        parser.error("give run directories, one multirun directory, --results-doc or --headline RESULT_DIR")
+    if args.results_doc:
+        args.doc.write_text(results_doc(args.results, args.doc))
+        print(f"wrote {args.doc}")
+    elif args.headline is not None:
+        print(headline(args.headline), end="")
+    elif any(job_dirs(d) for d in args.run_dirs):
+        if len(args.run_dirs) > 1:
+            parser.error("give one multirun directory at a time")
+        table = write_sweep_report(args.run_dirs[0], args.out or args.run_dirs[0])
+        print(markdown(rows_of(table), list(table.columns)), end="")
+    else:
+        print(overall_table(write_report(args.run_dirs, args.out or args.run_dirs[0])), end="")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from experiments.prompts import load_prompts
 from experiments.provenance import environment
 from experiments.public_suites import load_public_prompts
 from experiments.quality import target_nll
+from experiments.settings import invocation, run_settings, strategy_settings
 from experiments.table import format_summary
 from specdec.chat import encode
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
@@ -133,7 +134,8 @@ def experiment_prompts(dataset: DictConfig) -> list[dict]:
 
 def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] | None = None) -> dict:
     """Run the baseline, `strategies` (label -> strategy config; default cfg.strategy) and the
-    anchors on the prompts; a run directory with results.jsonl already in it is resumed."""
+    anchors on the prompts; a run directory with results.jsonl already in it is resumed. Every
+    record carries the run's settings as columns (experiments.settings)."""
     if strategies is None:
         options = OmegaConf.to_container(cfg.strategy)
         strategies = {strategy_name(options): options}
@@ -156,7 +158,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
         prompts = [prompts[i] for i in order]
 
     (run_dir / "run_info.json").write_text(json.dumps(
-        {"config": OmegaConf.to_container(cfg, resolve=True), **environment(device)}, indent=2))
+        {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(), **environment(device)}, indent=2))
+    shared, own = run_settings(cfg), strategy_settings(runners, strategies)
 
     records = {name: [] for name in runners}
     for record in previous_records(run_dir / "results.jsonl", runners):
@@ -178,7 +181,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
                     continue
                 result = runner.generate(p["input_ids"], generation, seed=cfg.runtime.seed + i, salt=p.get("salt"))
                 record = {
-                    "prompt_id": p["id"], "category": p["category"], "strategy": name,
+                    "prompt_id": p["id"], "category": p["category"], "strategy": name, **own[name], **shared,
                     "greedy": generation.sampling.greedy, "stop_reason": result.stop_reason,
                     **result.metrics.to_dict(),
                     "token_ids": result.token_ids,

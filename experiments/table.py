@@ -1,4 +1,4 @@
-"""The summary as a fixed-width table for the terminal."""
+"""The summary as a fixed-width table for the terminal, and rows as a Markdown table."""
 
 
 def _fmt(value, spec: str) -> str:
@@ -23,3 +23,15 @@ def format_summary(summary: dict) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def markdown(rows: list[dict], columns: list[str], formats: dict[str, str] | None = None) -> str:
+    """A Markdown table of `rows`' `columns`: floats by their column's format in `formats`
+    (default .3f), None as "-"."""
+    def cell(column: str, value) -> str:
+        if value is None:
+            return "-"
+        return format(value, (formats or {}).get(column, ".3f")) if isinstance(value, float) else str(value)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(c, row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
