@@ -2,25 +2,13 @@
 
 import os
 import platform
-import subprocess
 import sys
 from importlib.metadata import version
-from pathlib import Path
 
 import torch
 
+from specdec.code_version import git_commit
 from specdec.runtime.machine import cpu_name
-
-
-def git_commit() -> str:
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
 
 
 def device_name(device: torch.device) -> str:
