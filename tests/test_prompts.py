@@ -36,8 +36,8 @@ def test_user_file_with_prompts_and_messages(tmp_path):
 
 @pytest.mark.parametrize("content,message", [
     (None, "is not a file"),
-    ('{"text": "no prompt here"}\n', "has no \"prompt\" field"),
-    ("not json at all\n", "cannot read"),
+    ('{"text": "no prompt here"}\n', "has neither \"prompt\" nor \"messages\""),
+    ("not json at all\n", "line 1 is not JSON"),
 ])
 def test_bad_dataset_files(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
@@ -53,7 +53,7 @@ def test_unknown_suite_lists_the_shipped_ones():
 
 
 def test_bad_limit():
-    with pytest.raises(ConfigError, match="dataset.limit must be >= 1"):
+    with pytest.raises(ConfigError, match="dataset.limit must be an integer >= 1"):
         load_prompts(limit=0)
 
 
