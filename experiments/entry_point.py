@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from specdec.errors import ConfigError
+from specdec.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,6 @@ def measure_and_report(measure: Callable[[DictConfig], dict], cfg: DictConfig, f
     except ConfigError as e:
         log.error("%s", e)
         sys.exit(2)
-    (run_dir / filename).write_text(json.dumps(result, indent=2))
+    atomic_write_text(run_dir / filename, json.dumps(result, indent=2))
     print(report(result))
     print(f"\n{filename} in {run_dir}")

@@ -8,6 +8,7 @@ per-position acceptance, and a histogram of tokens committed per target pass.
 
 import argparse
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -18,19 +19,23 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.summary import summarize  # noqa: E402
+from specdec.io import atomic_write_text  # noqa: E402
 
 COLUMNS = ["run", "strategy", "category", "n_prompts", "tokens_per_s", "speedup", "mean_accepted", "acceptance_rate",
            "ttft_ms", "tpot_ms", "match_baseline", "predicted_speedup"]
 
 
-def load_run(run_dir: Path) -> dict[str, list[dict]]:
-    """strategy -> its records, in prompt order, from one run directory."""
+def load_run(run_dir: Path, prompt_ids=None) -> dict[str, list[dict]]:
+    """strategy -> its records, in prompt order, from one run directory (only those of `prompt_ids`, if given:
+    a run resumed with a smaller dataset.limit keeps the other prompts' records)."""
     path = run_dir / "results.jsonl"
     if not path.exists():
         raise SystemExit(f"no results.jsonl in {run_dir}: give directories written by experiments.run or experiments.bench")
     records: dict[str, list[dict]] = {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
+        if prompt_ids is not None and record["prompt_id"] not in prompt_ids:
+            continue
         records.setdefault(record["strategy"], []).append(record)
     order = {r["prompt_id"]: i for i, r in enumerate(records.get("baseline", []))}
     for recs in records.values():
@@ -123,23 +128,25 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_report(run_dirs: list[Path], out: Path) -> list[dict]:
-    """bench.json / bench.md / bench.csv and the plots for `run_dirs`, into `out`."""
+def write_report(run_dirs: list[Path], out: Path, prompt_ids=None) -> list[dict]:
+    """bench.json / bench.md / bench.csv and the plots for `run_dirs` (their records of `prompt_ids`, if
+    given), into `out`; a process stopped while writing leaves the former tables, never torn ones."""
     out.mkdir(parents=True, exist_ok=True)
     rows, all_records = [], {}
     for run_dir in run_dirs:
-        records = load_run(run_dir)
+        records = load_run(run_dir, prompt_ids)
         costs_path = run_dir / "cost_model.json"
         predictions = json.loads(costs_path.read_text())["predicted_speedup"] if costs_path.exists() else None
         name = run_dir.name if len(run_dirs) > 1 else ""
         rows += bench_rows(name, records, predictions)
         all_records.update({f"{name}: {k}" if name else k: v for k, v in records.items()})
-    (out / "bench.json").write_text(json.dumps(rows, indent=2))
-    (out / "bench.md").write_text(markdown(rows))
-    with open(out / "bench.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_text(out / "bench.json", json.dumps(rows, indent=2))
+    atomic_write_text(out / "bench.md", markdown(rows))
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "bench.csv", table.getvalue())
     plot(rows, all_records, out)
     return rows
 
