@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import hydra
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,9 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.cost_model import best_gamma, measure_costs, predict_speedup
 from experiments.bench_report import overall_table, write_report
-from experiments.run import run_experiment, strategy_label, strategy_name
+from experiments.run import experiment_prompts, run_experiment, strategy_label, strategy_name
 from experiments.run_records import load_run
+from experiments.validate import check_matrix
 from specdec.errors import ConfigError
+from specdec.io import atomic_write_text
 from experiments.summary import summarize
 from specdec.drafts.draft_model import load_draft
 from specdec.models import load_model, resolve_device, resolve_dtype
@@ -43,6 +44,11 @@ def with_defaults(entry: dict) -> dict:
     return {"name": entry["name"], **strategy_config(entry["name"]), **{k: v for k, v in entry.items() if k != "name"}}
 
 
+def matrix_strategies(matrix) -> dict[str, dict]:
+    """label -> strategy config, for each entry of the matrix (checked first)."""
+    return {strategy_label(strategy_name(o), o): with_defaults(o) for o in check_matrix(matrix)}
+
+
 def strategy_config(name: str) -> dict:
     """configs/strategy/<name>.yaml as Hydra composes `strategy=<name>` ({} if there is no such file)."""
     def composed() -> dict:
@@ -56,9 +62,9 @@ def strategy_config(name: str) -> dict:
         return composed()
 
 
-def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> dict:
-    """Measured forward costs, and each strategy's predicted speedup and best gamma."""
-    records = load_run(run_dir)
+def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict], prompt_ids: set[str]) -> dict:
+    """Measured forward costs, and each strategy's predicted speedup and best gamma (on the records of `prompt_ids`)."""
+    records = load_run(run_dir, prompt_ids)
     device = resolve_device(cfg.runtime.device)
     target, tokenizer = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
     draft = None
@@ -91,17 +97,15 @@ def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> d
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        strategies = {strategy_label(strategy_name(o), o): with_defaults(o) for o in OmegaConf.to_container(cfg.matrix)}
-        if not strategies:
-            raise ConfigError("matrix is empty: list strategies, e.g. matrix='[{name: draft, gamma: 4}]'")
-        if cfg.runtime.threads:
-            torch.set_num_threads(cfg.runtime.threads)
-        run_experiment(cfg, run_dir, strategies)
-        (run_dir / "cost_model.json").write_text(json.dumps(cost_model(cfg, run_dir, strategies), indent=2))
+        strategies = matrix_strategies(cfg.matrix)
+        run_experiment(cfg, run_dir, strategies)  # validates every setting first
+        prompt_ids = {p["id"] for p in experiment_prompts(cfg.dataset)}  # those of dataset.limit
+        costs = cost_model(cfg, run_dir, strategies, prompt_ids)
+        atomic_write_text(run_dir / "cost_model.json", json.dumps(costs, indent=2))
     except ConfigError as e:
         log.error("%s", e)
         sys.exit(2)
-    rows = write_report([run_dir], run_dir)
+    rows = write_report([run_dir], run_dir, prompt_ids)
     print(overall_table(rows))
     print(f"bench.json, bench.md, bench.csv and plots in {run_dir}")
 

@@ -7,6 +7,7 @@ per-position acceptance, and a histogram of tokens committed per target pass.
 """
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from specdec.io import atomic_write_text  # noqa: E402
 from experiments.run_records import load_run  # noqa: E402
 from experiments.summary import summarize  # noqa: E402
 from experiments.table import markdown  # noqa: E402
@@ -99,23 +101,25 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_report(run_dirs: list[Path], out: Path) -> list[dict]:
-    """bench.json / bench.md / bench.csv and the plots for `run_dirs`, into `out`."""
+def write_report(run_dirs: list[Path], out: Path, prompt_ids=None) -> list[dict]:
+    """bench.json / bench.md / bench.csv and the plots for `run_dirs` (their records of `prompt_ids`, if
+    given), into `out`; a process stopped while writing leaves the former tables, never torn ones."""
     out.mkdir(parents=True, exist_ok=True)
     rows, all_records = [], {}
     for run_dir in run_dirs:
-        records = load_run(run_dir)
+        records = load_run(run_dir, prompt_ids)
         costs_path = run_dir / "cost_model.json"
         predictions = json.loads(costs_path.read_text())["predicted_speedup"] if costs_path.exists() else None
         name = run_dir.name if len(run_dirs) > 1 else ""
         rows += bench_rows(name, records, predictions)
         all_records.update({f"{name}: {k}" if name else k: v for k, v in records.items()})
-    (out / "bench.json").write_text(json.dumps(rows, indent=2))
-    (out / "bench.md").write_text(markdown(rows, COLUMNS))
-    with open(out / "bench.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_text(out / "bench.json", json.dumps(rows, indent=2))
+    atomic_write_text(out / "bench.md", markdown(rows, COLUMNS))
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "bench.csv", table.getvalue())
     plot(rows, all_records, out)
     return rows
 

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from specdec.errors import ConfigError
+from specdec.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def measure_and_report(measure: Callable[[DictConfig], dict], cfg: DictConfig, f
                        report: Callable[[dict], str]) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     result = checked(measure, cfg)
-    (run_dir / filename).write_text(json.dumps(result, indent=2))
+    atomic_write_text(run_dir / filename, json.dumps(result, indent=2))
     print(report(result))
     print(f"\n{filename} in {run_dir}")
 

@@ -22,12 +22,21 @@ def load_public_prompts(hub: dict, limit: int | None = None, suite_name: str = "
         raise ConfigError(f"{hub['path']} has no field {hub['prompt']!r} (fields: {', '.join(rows.column_names)}): "
                           "fix dataset.hub.prompt")
     prompts = []
+    rows_of = {}
     for i, row in enumerate(rows):
         text = row[hub["prompt"]]
-        if isinstance(text, list):  # multi-turn suites (MT-Bench, Spec-Bench): the first turn
+        if isinstance(text, list) and text:  # multi-turn suites (MT-Bench, Spec-Bench): the first turn
             text = text[0]
+        if not isinstance(text, str) or not text:
+            raise ConfigError(f"row {i} of {hub['path']} has no text in {hub['prompt']!r} (got {text!r}): "
+                              "fix dataset.hub.prompt")
+        prompt_id = str(row[hub["id"]]) if hub.get("id") else str(i)
+        if prompt_id in rows_of:
+            raise ConfigError(f"rows {rows_of[prompt_id]} and {i} of {hub['path']} have the same id {prompt_id!r}: "
+                              "set dataset.hub.id=null to number the prompts")
+        rows_of[prompt_id] = i
         prompts.append({
-            "id": str(row[hub["id"]]) if hub.get("id") else str(i),
+            "id": prompt_id,
             "category": str(row[hub["category"]]) if hub.get("category") else suite_name,
             "messages": [{"role": "user", "content": hub.get("template", "{prompt}").format(prompt=text)}],
         })

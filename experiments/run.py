@@ -20,11 +20,14 @@ from experiments.prompts import load_prompts
 from experiments.provenance import environment
 from experiments.public_suites import load_public_prompts
 from experiments.quality import target_nll
+from experiments.resume import check_fingerprint, fingerprint, previous_records
 from experiments.settings import invocation, run_settings, strategy_settings
 from experiments.table import format_summary
+from experiments.validate import validate
 from specdec.chat import encode
 from specdec.decoding import Decoder, GenerationConfig, eos_ids_of
 from specdec.errors import ConfigError
+from specdec.io import atomic_write_text
 from experiments.summary import summarize
 from specdec.drafts.draft_model import load_draft
 from specdec.models import load_model, resolve_device, resolve_dtype
@@ -61,9 +64,7 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies:
             runners[label] = decoder(options)
         if cfg.cache.name == "radix":
             runners[f"{label}+radix"] = decoder(options, new_prefix_cache(cfg.cache))
-    for anchor in cfg.anchors:
-        if anchor not in ANCHORS:
-            raise ConfigError(f"unknown anchor {anchor!r}; known anchors: {', '.join(sorted(ANCHORS))}")
+    for anchor in cfg.anchors:  # known, and mirroring a strategy of the run (experiments.validate)
         runners.update(anchor_runners(ANCHORS[anchor], strategies, target, draft, tokenizer, eos))
     return runners
 
@@ -72,8 +73,6 @@ def anchor_runners(anchor, strategies: dict[str, dict], target, draft, tokenizer
     if anchor.mirrors is None:
         return {anchor.name: anchor(target, tokenizer, eos)}
     mirrored = [o for o in strategies.values() if o.get("name") == anchor.mirrors]
-    if not mirrored:
-        raise ConfigError(f"anchor {anchor.name} mirrors strategy {anchor.mirrors!r}: run it too (strategy={anchor.mirrors})")
     return {strategy_label(anchor.name, {k: o[k] for k in anchor.settings if k in o}):
             anchor(target, tokenizer, eos, draft=draft, **o) for o in mirrored}
 
@@ -111,25 +110,26 @@ def prompt_salts(prompts: list[dict], cache_cfg: DictConfig) -> list[str]:
     return [cache_cfg.salt if p.get("salt") is None else p["salt"] for p in prompts]
 
 
-def previous_records(path: Path, runners: dict) -> list[dict]:
-    """The records of an interrupted run in the same directory, to resume it."""
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    unknown = {r["strategy"] for r in records} - set(runners)
-    if unknown:
-        raise ConfigError(f"{path} holds results of other runners ({', '.join(sorted(unknown))}): resume with the "
-                          "same settings, or choose a new hydra.run.dir")
-    log.info("resuming: %d results already in %s", len(records), path)
-    return records
-
-
 def experiment_prompts(dataset: DictConfig) -> list[dict]:
     """The prompts of the dataset config: a public suite from its hub, else a file or a shipped suite."""
     if dataset.get("hub") and not dataset.path:
         return load_public_prompts(OmegaConf.to_container(dataset.hub), dataset.limit,
                                    HydraConfig.get().runtime.choices.get("dataset", "public"))
     return load_prompts(dataset.path, dataset.limit, dataset.suite)
+
+
+def preflight(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict]) -> tuple[torch.device, torch.dtype, list]:
+    """Every check that needs no model, then the run directory's fingerprint (experiments.resume): bad
+    settings, bad prompts and a run directory of other settings fail here, before any model loads
+    and before anything is written. Returns the device, the dtype and the prompts."""
+    validate(cfg, strategies)
+    check_cache_config(cfg.cache)
+    device = resolve_device(cfg.runtime.device)
+    dtype = resolve_dtype(cfg.runtime.dtype, device)
+    prompts = experiment_prompts(cfg.dataset)
+    run_dir.mkdir(parents=True, exist_ok=True)  # Hydra's CLI made it; a caller of run_experiment may not have
+    check_fingerprint(run_dir, fingerprint(cfg, strategies, prompts, device, dtype))
+    return device, dtype, prompts
 
 
 def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] | None = None) -> dict:
@@ -139,14 +139,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
     if strategies is None:
         options = OmegaConf.to_container(cfg.strategy)
         strategies = {strategy_name(options): options}
+    device, dtype, prompts = preflight(cfg, run_dir, strategies)
+    generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
-    device = resolve_device(cfg.runtime.device)
-    dtype = resolve_dtype(cfg.runtime.dtype, device)
-    generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
-    generation.validate()
-    check_cache_config(cfg.cache)
-    prompts = experiment_prompts(cfg.dataset)
     torch.manual_seed(cfg.runtime.seed)
     target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
     runners = build_runners(cfg, target, tokenizer, device, dtype, strategies)
@@ -157,13 +153,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
         order = order_by_longest_prefix([p["input_ids"] for p in prompts], prompt_salts(prompts, cfg.cache))
         prompts = [prompts[i] for i in order]
 
-    (run_dir / "run_info.json").write_text(json.dumps(
+    atomic_write_text(run_dir / "run_info.json", json.dumps(
         {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(), **environment(device)}, indent=2))
     shared, own = run_settings(cfg), strategy_settings(runners, strategies)
 
-    records = {name: [] for name in runners}
-    for record in previous_records(run_dir / "results.jsonl", runners):
-        records[record["strategy"]].append(record)
+    records = previous_records(run_dir, [p["id"] for p in prompts], runners)
     done = {(r["prompt_id"], name) for name, recs in records.items() for r in recs}
     if len(done) < len(prompts) * len(runners):  # no warm-up when a resumed run has nothing left to time
         warmup = GenerationConfig(**{**vars(generation), "max_new_tokens": min(16, generation.max_new_tokens)})
@@ -208,7 +202,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
             summary[name]["ideal_hit_rate"] = ideal_hit_rate([p["input_ids"] for p in prompts],
                                                              prompt_salts(prompts, cfg.cache))
             summary[name]["cache"] = runners[name].prefix_cache.stats
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

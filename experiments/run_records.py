@@ -6,14 +6,17 @@ import re
 from pathlib import Path
 
 
-def load_run(run_dir: Path) -> dict[str, list[dict]]:
-    """strategy -> its records, in prompt order, from one run directory."""
+def load_run(run_dir: Path, prompt_ids=None) -> dict[str, list[dict]]:
+    """strategy -> its records, in prompt order, from one run directory (only those of `prompt_ids`, if given:
+    a run resumed with a smaller dataset.limit keeps the other prompts' records)."""
     path = run_dir / "results.jsonl"
     if not path.exists():
         raise SystemExit(f"no results.jsonl in {run_dir}: give directories written by experiments.run or experiments.bench")
     records: dict[str, list[dict]] = {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
+        if prompt_ids is not None and record["prompt_id"] not in prompt_ids:
+            continue
         records.setdefault(record["strategy"], []).append(record)
     order = {r["prompt_id"]: i for i, r in enumerate(records.get("baseline", []))}
     for recs in records.values():

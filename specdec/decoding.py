@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from specdec.runtime.cached_model import CachedModel
-from specdec.errors import ConfigError
+from specdec.errors import ConfigError, is_int, is_number
 from specdec.metrics import RequestMetrics, Step
 from specdec.sampling import SamplingParams, probabilities, sample
 from specdec.stopping import StopCriteria
@@ -25,6 +26,8 @@ from specdec.strategies.base import Request, Strategy
 
 if TYPE_CHECKING:
     from caching.prefix import PrefixCache
+
+MIN_TEMPERATURE = 1e-5  # below this (but > 0) sampling overflows; 0 is greedy
 
 
 @dataclass
@@ -40,14 +43,23 @@ class GenerationConfig:
         return SamplingParams(self.temperature, self.top_k, self.top_p)
 
     def validate(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"generation.max_new_tokens must be >= 1 (got {self.max_new_tokens})")
-        if self.temperature < 0:
-            raise ConfigError(f"generation.temperature must be >= 0, 0 for greedy (got {self.temperature})")
-        if self.top_k < 0:
-            raise ConfigError(f"generation.top_k must be >= 0, 0 to switch it off (got {self.top_k})")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"generation.top_p must be in (0, 1], 1 to switch it off (got {self.top_p})")
+        """ConfigError for a setting that would fail deep inside torch or be silently wrong."""
+        if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise ConfigError(f"generation.max_new_tokens must be an integer >= 1 (got {self.max_new_tokens!r})")
+        if not is_number(self.temperature) or not 0 <= self.temperature < math.inf:
+            raise ConfigError(f"generation.temperature must be a number >= 0, 0 for greedy (got {self.temperature!r})")
+        if 0 < self.temperature < MIN_TEMPERATURE:  # logits / 1e-45 overflow to inf: NaN probabilities
+            raise ConfigError(f"generation.temperature={self.temperature!r} is below {MIN_TEMPERATURE}, where the "
+                              "probabilities overflow: use generation.temperature=0 for greedy decoding")
+        if not is_int(self.top_k) or self.top_k < 0:
+            raise ConfigError(f"generation.top_k must be an integer >= 0, 0 to switch it off (got {self.top_k!r})")
+        if not is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise ConfigError(f"generation.top_p must be a number in (0, 1], 1 to switch it off (got {self.top_p!r})")
+        strings = self.stop_strings
+        if not isinstance(strings, (list, tuple)) or not all(isinstance(s, str) and s for s in strings):
+            raise ConfigError(f"generation.stop_strings must be a list of non-empty strings (got {strings!r}; an empty "
+                              "string would stop every request at once): e.g. generation.stop_strings='[\"User:\"]', "
+                              "or [] for none")
 
 
 @dataclass
@@ -104,6 +116,7 @@ class Decoder:
             self.strategy.begin(request)
             logits, metrics.cached_prompt_tokens = self.target.prefill(prompt_ids, handle)
             metrics.target_forwards = 1
+            check_finite(logits[-1:], 0)
             request.target_hidden = self.target.hidden
             first = logits[-1].argmax() if sampling.greedy else sample(probabilities(logits[-1], sampling), generator)
             reason = stop.extend(request.tokens, [int(first.item())])
@@ -128,6 +141,7 @@ class Decoder:
         tree = proposal.tree
         logits = self.target.forward(torch.cat([pending, proposal.tokens]), tree=tree)  # k+1 rows: the verify pass
         metrics.target_forwards += 1
+        check_finite(logits, len(request.tokens) - request.prompt_len, tree.depths if tree else None)
         rule = self.strategy.acceptance_rule(request.sampling, tree=tree is not None)
         if tree is None:
             verdict = rule(logits, proposal.tokens, proposal.probs, request.sampling, request.generator)
@@ -156,6 +170,17 @@ class Decoder:
                 f"model's context of {self.context_length} tokens: shorten the prompt or lower "
                 "generation.max_new_tokens"
             )
+
+
+def check_finite(logits: torch.Tensor, first_new_token: int, depths: list[int] | None = None) -> None:
+    """ConfigError for NaN or infinite logits (an overflow in a low-precision dtype, or broken weights):
+    argmax would pick a token anyway and sampling would fail deep inside torch. One check a pass;
+    row r of the pass gives new token first_new_token + r (of a tree: + the depth of node r)."""
+    if not bool(torch.isfinite(logits).all()):
+        row = int((~torch.isfinite(logits)).any(dim=-1).nonzero()[0])
+        token = first_new_token + (depths[row] if depths else row)
+        raise ConfigError(f"the target's logits are not finite (NaN or inf) for new token {token}: run in "
+                          "float32 (runtime.dtype=float32), or check the model's weights")
 
 
 def sync(device: torch.device) -> None:

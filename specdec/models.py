@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specdec.errors import ConfigError
@@ -48,11 +49,11 @@ def load_model(name_or_path: str, device: torch.device, dtype: torch.dtype):
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory)
             model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
-        except (OSError, ValueError) as e:
-            raise ConfigError(
-                f"cannot load model {name_or_path!r} ({e.__class__.__name__}: {str(e).splitlines()[0]}); give a "
-                "local directory with config.json and weights, a reachable hub id, or an alias: smollm2-135m, tiny-random"
-            ) from None
+        except (OSError, ValueError, SafetensorError) as e:
+            fix = (f"delete {directory} to convert it again" if name_or_path == "smollm2-135m" else "give a local "
+                   "directory with config.json and weights, a reachable hub id, or an alias: smollm2-135m, tiny-random")
+            reason = f"{e.__class__.__name__}: {str(e).splitlines()[0]}"
+            raise ConfigError(f"cannot load model {name_or_path!r} ({reason}); {fix}") from None
     return model.to(device).eval(), tokenizer
 
 
@@ -70,8 +71,13 @@ def smollm2_directory() -> Path:
         )
     package_dir = Path(list(spec.submodule_search_locations)[0])
     log.info("converting %s into %s (once, about a minute)", SMOLLM2_GGUF, target)
-    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001  a missing or damaged GGUF file, or no gguf package: many types
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(f"cannot convert {package_dir / SMOLLM2_GGUF} ({e.__class__.__name__}: {message}): "
+                          f"reinstall the package: `{SMOLLM2_INSTALL} --force-reinstall`") from None
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config

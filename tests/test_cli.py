@@ -45,6 +45,9 @@ def test_default_strategy_end_to_end(tmp_path):
     assert all(r["new_tokens"] == len(r["token_ids"]) <= 12 for r in records)
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["config"]["strategy"]["gamma"] == 4 and info["git_commit"] and info["versions"]["torch"]
+    fingerprint = json.loads((tmp_path / "fingerprint.json").read_text())  # what a resume must match
+    assert fingerprint["settings"]["strategies.draft.gamma"] == 4 and len(fingerprint["prompts"]) == 3
+    assert fingerprint["settings"]["anchors"] == ["hf_generate"] and "dataset.limit" not in fingerprint["settings"]
 
 
 def test_custom_dataset_sampling_and_baseline_only(tmp_path):

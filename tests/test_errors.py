@@ -82,3 +82,32 @@ def test_stop_strings_need_a_tokenizer():
     decoder = Decoder(tiny("llama"), create_strategy("baseline"))
     with pytest.raises(ConfigError, match="needs a tokenizer"):
         decoder.generate([1, 2], GenerationConfig(stop_strings=["\n"]))
+
+
+def poisoned(token: int, where: str):
+    """A tiny model whose logits turn NaN: at every position (`lm_head` row `token`), or wherever
+    `token` is an input (its embedding)."""
+    model = tiny_random_model("llama")
+    with torch.no_grad():
+        (model.lm_head if where == "lm_head" else model.get_input_embeddings()).weight[token] = float("nan")
+    return model
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_nan_logits_after_prefill_are_an_error_not_a_token(temperature):
+    decoder = Decoder(poisoned(7, "lm_head"), create_strategy("baseline"))
+    with pytest.raises(ConfigError, match=r"logits are not finite \(NaN or inf\) for new token 0: run in float32 "
+                                          r"\(runtime.dtype=float32\), or check the model's weights"):
+        decoder.generate([1, 2, 3], GenerationConfig(max_new_tokens=8, temperature=temperature), seed=0)
+
+
+@pytest.mark.parametrize("strategy,options", [("baseline", {}), ("draft", {"gamma": 3})])
+def test_nan_logits_in_a_verify_pass_name_the_token(strategy, options):
+    prompt, config = [5, 6, 7], GenerationConfig(max_new_tokens=12)
+    tokens = Decoder(tiny_random_model("llama"), create_strategy("baseline")).generate(prompt, config).token_ids
+    k = next(i for i, t in enumerate(tokens) if t not in prompt and t not in tokens[:i] and i >= 2)
+    model = poisoned(tokens[k], "embedding")  # fine until token k is fed back in, to predict token k + 1
+    draft = {"draft_model": layer_skip_draft(model, 1)} if strategy == "draft" else {}
+    decoder = Decoder(model, create_strategy(strategy, **draft, **options))
+    with pytest.raises(ConfigError, match=f"for new token {k + 1}: run in float32"):
+        decoder.generate(prompt, config)

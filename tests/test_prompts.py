@@ -37,8 +37,8 @@ def test_user_file_with_prompts_and_messages(tmp_path):
 
 @pytest.mark.parametrize("content,message", [
     (None, "is not a file"),
-    ('{"text": "no prompt here"}\n', "has no \"prompt\" field"),
-    ("not json at all\n", "cannot read"),
+    ('{"text": "no prompt here"}\n', "has neither \"prompt\" nor \"messages\""),
+    ("not json at all\n", "line 1 is not JSON"),
 ])
 def test_bad_dataset_files(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
@@ -69,7 +69,7 @@ def test_unknown_suite_lists_the_shipped_ones():
 
 
 def test_bad_limit():
-    with pytest.raises(ConfigError, match="dataset.limit must be >= 1"):
+    with pytest.raises(ConfigError, match="dataset.limit must be an integer >= 1"):
         load_prompts(limit=0)
 
 
@@ -85,3 +85,22 @@ def test_public_suite_field_mapping(tmp_path):
     assert prompts[1] == {"id": "82", "category": "writing", "messages": [{"role": "user", "content": "Q: Write poem 1."}]}
     with pytest.raises(ConfigError, match="has no field 'question'"):
         load_public_prompts({**hub, "prompt": "question"})
+
+
+@pytest.mark.parametrize("rows,hub,message", [
+    ([{"q": 1, "turns": ["a"]}, {"q": 1, "turns": ["b"]}], {}, "rows 0 and 1 of json have the same id '1': set dataset.hub.id=null"),
+    ([{"q": 1, "turns": []}], {}, "row 0 of json has no text in 'turns' (got []): fix dataset.hub.prompt"),
+    ([{"q": 1, "turns": [None]}], {}, "has no text in 'turns' (got None)"),
+    ([{"q": 1, "turns": ["a"]}, {"q": 1, "turns": ["b"]}], {"id": None}, None),
+])
+def test_public_suite_ids_and_texts(tmp_path, rows, hub, message):
+    path = tmp_path / "question.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    hub = {"path": "json", "name": None, "data_files": str(path), "split": "train", "prompt": "turns",
+           "category": None, "id": "q", **hub}
+    if message is None:
+        assert [p["id"] for p in load_public_prompts(hub)] == ["0", "1"]
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_public_prompts(hub)
+    assert message in str(caught.value)

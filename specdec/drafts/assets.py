@@ -12,6 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from specdec.drafts.subset_head import SubsetHead
 from specdec.errors import ConfigError
@@ -23,6 +25,8 @@ SHIPPED = {  # alias -> directory
     "smollm2-135m-medusa": ASSETS / "smollm2-135m" / "medusa",
 }
 TOKEN_FREQUENCIES = "tokens_by_frequency.json"  # token ids, most frequent in the training answers first
+DAMAGED = ("the file is damaged or incomplete: copy it again, or retrain (python -m experiments.train_draft, "
+           "train_eagle or train_medusa)")
 
 
 def asset_directory(alias_or_path) -> Path:
@@ -46,7 +50,27 @@ def frequent_token_head(weight: torch.Tensor, directory: Path, head_tokens: int)
     path = token_frequency_file(directory)
     if not path.exists():
         raise ConfigError(f"head_tokens needs {path} (written by the trainers): retrain, or set head_tokens=null")
-    return SubsetHead(weight, json.loads(path.read_text())[:head_tokens])
+    return SubsetHead(weight, read_json(path)[:head_tokens])
+
+
+def read_json(path: Path, required: tuple[str, ...] = ()):
+    """A trained directory's JSON file (with `required` keys, for an object); ConfigError if unreadable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path} ({e.__class__.__name__}: {e}): {DAMAGED}") from None
+    missing = [key for key in required if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise ConfigError(f"{path} lacks {', '.join(missing)}: {DAMAGED}")
+    return data
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; ConfigError if it is missing or unreadable."""
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError) as e:
+        raise ConfigError(f"cannot read the weights {path} ({e.__class__.__name__}: {e}): {DAMAGED}") from None
 
 
 def save_token_frequencies(sequences: list[list[int]], vocab_size: int, directory: Path) -> None:

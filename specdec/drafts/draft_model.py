@@ -7,10 +7,12 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
-from specdec.drafts.assets import SHIPPED, asset_directory, frequent_token_head
+from specdec.drafts.assets import DAMAGED, SHIPPED, asset_directory, frequent_token_head, read_json
+from specdec.drafts.manifest import check_shipped
 from specdec.errors import ConfigError
 from specdec.models import load_model
 
@@ -67,10 +69,9 @@ def load_draft(name_or_path: str | None, num_layers: int, target, tokenizer, dev
     `head_tokens`, its head scores only that many of the target's most frequent tokens), or
     any causal LM sharing the target's tokenizer."""
     directory = asset_directory(name_or_path or "")
+    if name_or_path in SHIPPED:
+        check_shipped(directory)
     trained = bool(name_or_path) and (directory / TRAINED_DRAFT_MARK).exists()
-    if name_or_path in SHIPPED and not trained:
-        raise ConfigError(f"the trained draft {name_or_path!r} is missing from {directory}: train it with "
-                          "`python -m experiments.train_draft` (see the README), or use draft=layer-skip")
     if head_tokens and not trained:
         raise ConfigError("draft.head_tokens needs a trained draft (it ships the token frequencies): set "
                           "draft.name_or_path=smollm2-135m-draft (or a trained directory) or draft.head_tokens=null")
@@ -128,10 +129,20 @@ def load_trained_draft(directory: Path, target, head_tokens: int | None = None) 
     """`from_pretrained` of a trained draft, with the target's embedding and LM head attached
     (the checkpoint leaves them out to stay small; from_pretrained's notice about them is muted),
     and with `head_tokens`, a SubsetHead over the target's most frequent tokens."""
+    config = read_json(directory / "config.json", ("hidden_size", "vocab_size"))
+    width, vocabulary = target.config.hidden_size, target.config.vocab_size
+    if (config["hidden_size"], config["vocab_size"]) != (width, vocabulary):
+        raise ConfigError(f"the trained draft in {directory} belongs to a target of width {config['hidden_size']} and "
+                          f"vocabulary {config['vocab_size']}, this target has {width} and {vocabulary}: use the "
+                          "layer-skip self-draft (draft=layer-skip), or train one for it with "
+                          "`python -m experiments.train_draft`")
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
         draft = AutoModelForCausalLM.from_pretrained(directory, dtype=next(target.parameters()).dtype)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise ConfigError(f"cannot load the trained draft in {directory} ({e.__class__.__name__}: "
+                          f"{str(e).splitlines()[0]}): {DAMAGED}") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
     draft = borrow_embeddings(draft.to(next(target.parameters()).device), target).eval()

@@ -18,12 +18,13 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModelForCausalLM
 
 from specdec.errors import ConfigError
-from specdec.drafts.assets import asset_directory, frequent_token_head
+from specdec.drafts.assets import DAMAGED, asset_directory, frequent_token_head, read_json, read_weights
+from specdec.drafts.manifest import check_shipped
 from specdec.drafts.draft_model import borrow_embeddings
 
 CONFIG = "eagle_config.json"
@@ -95,7 +96,8 @@ def load_eagle_draft(name_or_path, target: nn.Module, head_tokens: int | None = 
     if not (directory / CONFIG).exists():
         raise ConfigError(f"no EAGLE draft in {str(directory)!r} (eagle_config.json missing): train one with "
                           f"`python -m experiments.train_eagle`, or use smollm2-135m-eagle")
-    config = json.loads((directory / CONFIG).read_text())
+    check_shipped(directory)
+    config = read_json(directory / CONFIG, ("model_type", "hidden_size", "vocab_size"))
     text = target.config.get_text_config()
     expected = (text.model_type, text.hidden_size, text.vocab_size)
     if (config["model_type"], config["hidden_size"], config["vocab_size"]) != expected:
@@ -103,11 +105,15 @@ def load_eagle_draft(name_or_path, target: nn.Module, head_tokens: int | None = 
                           f"{config['hidden_size']} and vocabulary {config['vocab_size']}, this target is a "
                           f"{expected[0]} of width {expected[1]} and vocabulary {expected[2]}: train one for it with "
                           "`python -m experiments.train_eagle`")
-    draft, state = EagleDraft(target, config.get("num_layers", 1)), load_file(directory / WEIGHTS)
+    draft, state = EagleDraft(target, config.get("num_layers", 1)), read_weights(directory / WEIGHTS)
     missing = set(draft.own_state()) - set(state)
     if missing:
         raise ConfigError(f"the EAGLE draft in {directory} lacks {sorted(missing)}: retrain it")
-    draft.load_state_dict(state, strict=False)
+    try:
+        draft.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # tensors of other shapes
+        raise ConfigError(f"the EAGLE draft in {directory} does not fit its config ({str(e).splitlines()[-1].strip()}): "
+                          f"{DAMAGED}") from None
     if head_tokens:
         draft.lm.lm_head = frequent_token_head(draft.lm.lm_head.weight, directory, head_tokens)
     return draft.to(next(target.parameters()).device).eval(), {**config, "directory": str(directory)}

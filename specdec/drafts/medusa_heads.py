@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from specdec.drafts.assets import asset_directory
+from specdec.drafts.assets import DAMAGED, asset_directory, read_json, read_weights
+from specdec.drafts.manifest import check_shipped
 from specdec.errors import ConfigError
 
 CONFIG = "medusa_config.json"
@@ -77,14 +78,19 @@ def load_medusa_heads(name_or_path, target, device=None, dtype=None) -> tuple[Me
     if not (directory / CONFIG).exists():
         raise ConfigError(f"no Medusa heads in {str(directory)!r} (medusa_config.json missing): train them with "
                           f"`python -m experiments.train_medusa`, or use smollm2-135m-medusa")
-    config = {**json.loads((directory / CONFIG).read_text()), "directory": str(directory)}
+    check_shipped(directory)
+    keys = ("hidden_size", "vocab_size", "num_heads", "num_layers", "shared_lm_head")
+    config = {**read_json(directory / CONFIG, keys), "directory": str(directory)}
     expected = (target.config.get_text_config().hidden_size, target.config.get_text_config().vocab_size)
     if (config["hidden_size"], config["vocab_size"]) != expected:
         raise ConfigError(f"Medusa heads in {directory} were trained for hidden size {config['hidden_size']} and "
                           f"vocabulary {config['vocab_size']}, the target has {expected[0]} and {expected[1]}: "
                           "train heads for this target with `python -m experiments.train_medusa`")
-    heads = MedusaHeads(**{k: config[k] for k in ("hidden_size", "vocab_size", "num_heads", "num_layers",
-                                                  "shared_lm_head")})
-    heads.load_state_dict(load_file(directory / WEIGHTS))
+    heads = MedusaHeads(**{k: config[k] for k in keys})
+    try:
+        heads.load_state_dict(read_weights(directory / WEIGHTS))
+    except RuntimeError as e:  # missing tensors, or of other shapes
+        raise ConfigError(f"the Medusa heads in {directory} do not fit their config ({str(e).splitlines()[-1].strip()}): "
+                          f"{DAMAGED}") from None
     parameter = next(target.parameters())
     return heads.to(device or parameter.device, dtype or parameter.dtype).eval(), config
