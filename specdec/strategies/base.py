@@ -95,6 +95,8 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 def strategy_class(name: str | None = None, target: str | None = None) -> type[Strategy]:
     """A registered strategy by `name`, or any Strategy subclass by dotted path (`target`,
     `package.module.ClassName`, importable from PYTHONPATH: Hydra's `_target_` convention)."""
+    if target == "???":  # configs/strategy/custom.yaml, left unset
+        raise ConfigError("strategy=custom needs strategy.target=package.module.ClassName (your Strategy subclass)")
     if target:
         module_name, _, class_name = str(target).rpartition(".")
         try:
