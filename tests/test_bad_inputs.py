@@ -215,7 +215,7 @@ def cli(module: str, *overrides: str) -> subprocess.CompletedProcess:
     ("experiments.run", ["generation.temperature=hot"], "generation.temperature must be a number >= 0"),
     ("experiments.run", ["hydra.run.dir={file}/run"], "cannot write the run directory"),
     ("experiments.bench", ["matrix=[]"], "matrix must be a non-empty list of strategies"),
-    ("experiments.run", ["draft=trained", "dataset.limit=1"], "belongs to a target of width 576"),
+    ("experiments.run", ["draft=trained", "dataset.limit=1"], "was trained for another target (width 576"),
 ])
 def test_the_cli_exits_with_status_2_and_one_line(tmp_path, module, overrides, fragment):
     (tmp_path / "file").write_text("")

@@ -147,8 +147,8 @@ def test_damaged_trained_directories_say_retrain(tmp_path, kind, damage, fragmen
 
 def test_the_shipped_draft_for_another_target_says_so():
     """model=tiny-random draft=trained: refused, not swapped for the layer-skip draft behind the user's back."""
-    with pytest.raises(ConfigError, match="belongs to a target of width 576 and vocabulary 49152, this target has 64 "
-                                          "and 258: use the layer-skip self-draft \\(draft=layer-skip\\)"):
+    with pytest.raises(ConfigError, match="was trained for another target \\(width 576, vocabulary 49152; this target "
+                                          "has 64 and 258\\): use the layer-skip self-draft \\(draft=layer-skip\\)"):
         load_draft("smollm2-135m-draft", None, tiny("llama"), byte_tokenizer(), "cpu", torch.float32, 8192)
 
 

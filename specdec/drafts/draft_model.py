@@ -72,6 +72,9 @@ def load_draft(name_or_path: str | None, num_layers: int, target, tokenizer, dev
     if name_or_path in SHIPPED:
         check_shipped(directory)
     trained = bool(name_or_path) and (directory / TRAINED_DRAFT_MARK).exists()
+    if name_or_path in SHIPPED and not trained:
+        raise ConfigError(f"the trained draft {name_or_path!r} is missing from {directory}: train it with "
+                          "`python -m experiments.train_draft` (see the README), or use draft=layer-skip")
     if head_tokens and not trained:
         raise ConfigError("draft.head_tokens needs a trained draft (it ships the token frequencies): set "
                           "draft.name_or_path=smollm2-135m-draft (or a trained directory) or draft.head_tokens=null")
@@ -132,8 +135,9 @@ def load_trained_draft(directory: Path, target, head_tokens: int | None = None) 
     config = read_json(directory / "config.json", ("hidden_size", "vocab_size"))
     width, vocabulary = target.config.hidden_size, target.config.vocab_size
     if (config["hidden_size"], config["vocab_size"]) != (width, vocabulary):
-        raise ConfigError(f"the trained draft in {directory} belongs to a target of width {config['hidden_size']} and "
-                          f"vocabulary {config['vocab_size']}, this target has {width} and {vocabulary}: use the "
+        raise ConfigError(f"the trained draft in {directory} was trained for another target (width "
+                          f"{config['hidden_size']}, vocabulary {config['vocab_size']}; this target has {width} and "
+                          f"{vocabulary}): use the "
                           "layer-skip self-draft (draft=layer-skip), or train one for it with "
                           "`python -m experiments.train_draft`")
     verbosity = transformers.logging.get_verbosity()
