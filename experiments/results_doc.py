@@ -52,7 +52,7 @@ def provenance(info: dict) -> str:
     recorded command: their settings instead)."""
     machine = f"{info.get('device_name', '?')} ({info.get('device', '?')})"
     lines = [f"Machine: {machine}. Date: {info.get('date', 'not recorded')}. Commit: `{info.get('git_commit', '?')}`."]
-    if "command" in info:
+    if info.get("command"):
         lines.append(f"Command: `{info['command']}`")
     else:
         config = info["config"]

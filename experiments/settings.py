@@ -18,12 +18,13 @@ def run_settings(cfg: DictConfig) -> dict:
     """Columns every record of the run shares: model, dataset (its file, else its config name),
     dataset.limit, generation.<field>, and inside a multirun the job's `run` label (its
     overrides as Hydra names its directory, e.g. `strategy.gamma=2`) and `overrides` (the list)."""
-    hydra_cfg = HydraConfig.get()
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None  # None: called outside a Hydra app
+    choice = hydra_cfg.runtime.choices.get("dataset") if hydra_cfg is not None else cfg.dataset.get("suite")
     settings = {"model": cfg.model.name_or_path,
-                "dataset": cfg.dataset.path or hydra_cfg.runtime.choices.get("dataset"),
+                "dataset": cfg.dataset.path or choice,
                 "dataset.limit": cfg.dataset.limit,
                 **prefixed("generation", OmegaConf.to_container(cfg.generation))}
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
         settings.update(run=hydra_cfg.job.override_dirname, overrides=list(hydra_cfg.overrides.task))
     return settings
 
@@ -39,7 +40,9 @@ def strategy_settings(runners: dict, strategies: dict[str, dict]) -> dict[str, d
 
 def invocation() -> dict:
     """The command line that reruns this run (one job of a multirun: its own overrides), and
-    those overrides."""
+    those overrides (none when called outside a Hydra app, e.g. from Python)."""
+    if not HydraConfig.initialized():
+        return {"command": None, "overrides": []}
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     command = " ".join(["python", "-m", f"experiments.{hydra_cfg.job.name}", *map(shlex.quote, overrides)])
