@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from specdec.errors import ConfigError, is_int
+from specdec.fingerprint import short
 
 SUITES = Path(__file__).parent / "suites"
 FORMAT = 'one {"prompt": "..."} or {"messages": [{"role": "user", "content": "..."}]} per line'
@@ -92,10 +93,6 @@ def parse_row(line: str, where: str, index: int) -> dict:
 def is_turn(message) -> bool:
     return isinstance(message, dict) and isinstance(message.get("role"), str) and isinstance(message.get("content"), str)
 
-
-def short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def evaluation_texts() -> list[str]:

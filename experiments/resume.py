@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from specdec.code_version import git_commit
 from specdec.errors import ConfigError
+from specdec.fingerprint import differences, flat
 from specdec.io import atomic_write_text, read_jsonl
 from specdec.strategies import strategy_class
 
@@ -27,13 +28,6 @@ FINGERPRINT = "fingerprint.json"
 RESULTS = "results.jsonl"
 NEW_RUN = "start a new run with hydra.run.dir=<a new directory>"
 
-
-def flat(tree: dict, prefix: str = "") -> dict:
-    """{"generation.max_new_tokens": 128, ...}: nested settings as dotted keys."""
-    keys = {}
-    for name, value in tree.items():
-        keys |= flat(value, f"{prefix}{name}.") if isinstance(value, dict) and value else {f"{prefix}{name}": value}
-    return keys
 
 
 def fingerprint(cfg: DictConfig, strategies: dict[str, dict], prompts: list[dict], device: torch.device,
@@ -75,9 +69,7 @@ def check_fingerprint(run_dir: Path, current: dict) -> None:
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"{path} is damaged: {NEW_RUN}") from None
     new_settings = current["settings"]
-    keys = sorted(old_settings.keys() | new_settings.keys())
-    differ = [f"{key}: {short(old_settings.get(key))} -> {short(new_settings.get(key))}"
-              for key in keys if old_settings.get(key) != new_settings.get(key)]
+    differ = differences(old_settings, new_settings)
     changed = [i for i, digest in current["prompts"].items() if old_prompts.get(i, digest) != digest]
     if changed:
         differ.append(f"the prompts with id {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}")
@@ -88,10 +80,6 @@ def check_fingerprint(run_dir: Path, current: dict) -> None:
     if merged != recorded:
         atomic_write_text(path, json.dumps(merged, indent=1))
 
-
-def short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 48 else text[:45] + "..."
 
 
 def previous_records(run_dir: Path, prompt_ids: list[str], runners) -> dict[str, list[dict]]:

@@ -19,18 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from specdec.code_version import git_commit
 from specdec.errors import ConfigError
+from specdec.fingerprint import differences, flat
 from specdec.io import atomic_write_text
 
 SECTIONS = ("model", "seed", "data", "train", "heads")  # what a trainer's results depend on
 RESUMABLE = ("train.time_budget_min", "train.checkpoint_every")  # a rerun may change these and resume
 
-
-def flat(tree: dict, prefix: str = "") -> dict:
-    """{"data.prompts": 1200, ...}: nested settings as dotted keys."""
-    keys = {}
-    for name, value in tree.items():
-        keys |= flat(value, f"{prefix}{name}.") if isinstance(value, dict) else {f"{prefix}{name}": value}
-    return keys
 
 
 def settings(cfg: DictConfig, sections, code: str) -> dict:
@@ -68,12 +62,7 @@ def guard(path: Path, current: dict, guarded: list[Path], fix: str) -> None:
         recorded = json.loads(path.read_text())
     except ValueError:
         raise ConfigError(f"{path} is not JSON: {fix}") from None
-    differ = [key for key in sorted(recorded.keys() | current.keys()) if recorded.get(key) != current.get(key)]
+    differ = differences(recorded, current)
     if differ:
-        changes = "; ".join(f"{key}: {short(recorded.get(key))} -> {short(current.get(key))}" for key in differ)
-        raise ConfigError(f"{made[0]} was made with other settings ({changes}): {fix}")
+        raise ConfigError(f"{made[0]} was made with other settings ({'; '.join(differ)}): {fix}")
 
-
-def short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 48 else text[:45] + "..."
