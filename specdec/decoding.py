@@ -174,10 +174,12 @@ class Decoder:
 
 def check_finite(logits: torch.Tensor, first_new_token: int, depths: list[int] | None = None) -> None:
     """ConfigError for NaN or infinite logits (an overflow in a low-precision dtype, or broken weights):
-    argmax would pick a token anyway and sampling would fail deep inside torch. One check a pass;
+    argmax would pick a token anyway and sampling would fail deep inside torch. One check a pass,
+    on each row's maximum (NaN and +inf reach it; a lone -inf, a masked token, is harmless);
     row r of the pass gives new token first_new_token + r (of a tree: + the depth of node r)."""
-    if not bool(torch.isfinite(logits).all()):
-        row = int((~torch.isfinite(logits)).any(dim=-1).nonzero()[0])
+    finite = torch.isfinite(logits.amax(dim=-1))
+    if not bool(finite.all()):
+        row = int((~finite).nonzero()[0])
         token = first_new_token + (depths[row] if depths else row)
         raise ConfigError(f"the target's logits are not finite (NaN or inf) for new token {token}: run in "
                           "float32 (runtime.dtype=float32), or check the model's weights")
