@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
+from specdec.batch import IDLE, Batch, Slot, check_batch_size
 from specdec.runtime.cached_model import CachedModel
 from specdec.errors import ConfigError, is_int, is_number
 from specdec.metrics import RequestMetrics, Step
@@ -79,7 +82,7 @@ def eos_ids_of(model, tokenizer=None) -> set[int]:
 
 
 class Decoder:
-    """Runs one strategy against one target model.
+    """Runs one strategy against one target model, on one request or a batch of them.
 
     The strategy names the acceptance rule (Strategy.acceptance_rule). With a `prefix_cache`,
     every model of a request prefills through a handle of its own (caching.prefix), under the
@@ -88,7 +91,8 @@ class Decoder:
 
     def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None,
                  prefix_cache: PrefixCache | None = None, kv_cache: str = "preallocated"):
-        self.target = CachedModel(target_model, kv_cache, keep_hidden=strategy.needs_target_hidden)
+        self.target_model = target_model
+        self.targets = {1: CachedModel(target_model, kv_cache, keep_hidden=strategy.needs_target_hidden)}
         self.kv_cache = kv_cache
         self.prefix_cache = prefix_cache  # caching.prefix.PrefixCache, or None for no prefix caching
         self.strategy = strategy
@@ -96,66 +100,119 @@ class Decoder:
         self.eos_token_ids = set(eos_token_ids) if eos_token_ids is not None else eos_ids_of(target_model, tokenizer)
         self.context_length = getattr(target_model.config, "max_position_embeddings", None)
 
+    @property
+    def target(self) -> CachedModel:
+        return self.targets[1]
+
     def generate(self, prompt_ids, config: GenerationConfig, seed: int | None = None,
                  salt: str | None = None) -> GenerationResult:
         """`salt` keeps the request's prefix-cache entries apart from other salts' (default: the
         cache's salt); without a prefix cache it changes nothing."""
-        prompt_ids = [int(t) for t in prompt_ids]
-        self.check(prompt_ids, config)
-        sampling = config.sampling
-        device = self.target.device
-        generator = None if sampling.greedy else torch.Generator(device).manual_seed(seed or 0)
-        stop = StopCriteria(len(prompt_ids), config.max_new_tokens, self.eos_token_ids, config.stop_strings, self.tokenizer)
-        metrics = RequestMetrics(prompt_tokens=len(prompt_ids))
-        handle = self.prefix_cache.begin(salt) if self.prefix_cache is not None else None
-        request = Request(list(prompt_ids), len(prompt_ids), sampling, generator, device, handle, self.kv_cache)
+        return self.generate_batch([prompt_ids], config, seeds=[seed], salts=[salt])[0]
 
-        sync(device)
-        start = time.perf_counter()
+    def generate_batch(self, prompts: list, config: GenerationConfig, batch_size: int = 1,
+                       seeds: list[int | None] | None = None, salts: list[str | None] | None = None
+                       ) -> list[GenerationResult]:
+        """One result per prompt, in order. Up to `batch_size` requests decode together, one target
+        pass verifying every row's proposal; a finished row's slot takes the next waiting prompt
+        (continuous batching). Each row's tokens are those the prompt gets decoded alone."""
+        check_batch_size(batch_size)
+        prompts = [[int(t) for t in prompt] for prompt in prompts]
+        for prompt in prompts:
+            self.check(prompt, config)
+        seeds = seeds or [None] * len(prompts)
+        salts = salts or [None] * len(prompts)
+        if batch_size not in self.targets:
+            self.targets[batch_size] = CachedModel(self.target_model, self.kv_cache, rows=batch_size,
+                                                   keep_hidden=self.strategy.needs_target_hidden)
+        batch = Batch(self.targets[batch_size], self.strategy, batch_size)
+        waiting = deque(range(len(prompts)))
+        results = [None] * len(prompts)
         try:
-            self.strategy.begin(request)
-            logits, metrics.cached_prompt_tokens = self.target.prefill(prompt_ids, handle)
-            metrics.target_forwards = 1
-            check_finite(logits[-1:], 0)
-            request.target_hidden = self.target.hidden
-            first = logits[-1].argmax() if sampling.greedy else sample(probabilities(logits[-1], sampling), generator)
-            reason = stop.extend(request.tokens, [int(first.item())])
-            metrics.ttft_s = time.perf_counter() - start
-            while reason is None:
-                reason = self._step(request, stop, metrics)
+            while waiting or batch.busy:
+                for row in batch.free_rows():
+                    if not waiting:
+                        break
+                    index = waiting.popleft()
+                    slot = self._admit(batch, row, index, prompts[index], config, seeds[index], salts[index])
+                    if slot.reason is not None:
+                        results[index] = self._finish(batch, slot)
+                if batch.busy:
+                    self._step(batch)
+                    for slot in [s for s in batch.slots if s is not None and s.reason is not None]:
+                        results[slot.index] = self._finish(batch, slot)
         finally:
-            if handle is not None:
-                handle.release(request.tokens, request.prompt_len)
-        metrics.new_tokens = len(request.tokens) - request.prompt_len
-        metrics.total_s = time.perf_counter() - start
-        metrics.extra = self.strategy.stats(request)
-        return GenerationResult(request.tokens[request.prompt_len :], reason, metrics)
+            for slot in [s for s in batch.slots if s is not None]:
+                slot.release()
+        return results
 
-    def _step(self, request: Request, stop: StopCriteria, metrics: RequestMetrics) -> str | None:
-        """One propose -> verify -> accept -> commit -> roll back step; returns why the request ended, if it did."""
-        budget = stop.max_new_tokens - (len(request.tokens) - request.prompt_len)
+    def _admit(self, batch: Batch, row: int, index: int, prompt: list[int], config: GenerationConfig,
+               seed: int | None, salt: str | None) -> Slot:
+        """Start request `index` in `row`: prefill the prompt and choose the first token."""
+        sampling = config.sampling
+        device = batch.target.device
+        generator = None if sampling.greedy else torch.Generator(device).manual_seed(seed or 0)
+        stop = StopCriteria(len(prompt), config.max_new_tokens, self.eos_token_ids, config.stop_strings, self.tokenizer)
+        handle = self.prefix_cache.begin(salt) if self.prefix_cache is not None else None
+        request = Request(list(prompt), len(prompt), sampling, generator, device, handle, self.kv_cache, row=row)
+        slot = batch.take(row, index, request, stop, RequestMetrics(prompt_tokens=len(prompt)))
+        sync(device)
+        slot.started = time.perf_counter()
+        slot.strategy.begin(request)
+        logits, slot.metrics.cached_prompt_tokens = batch.target.prefill(prompt, handle, row=row)
+        slot.metrics.target_forwards = 1
+        check_finite(logits[-1:], 0)
+        request.target_hidden = batch.target.hidden
+        first = logits[-1].argmax() if sampling.greedy else sample(probabilities(logits[-1], sampling), generator)
+        slot.reason = stop.extend(request.tokens, [int(first.item())])
+        slot.metrics.ttft_s = time.perf_counter() - slot.started
+        return slot
+
+    def _finish(self, batch: Batch, slot: Slot) -> GenerationResult:
+        request, metrics = slot.request, slot.metrics
+        slot.release()
+        batch.free(slot.request.row)
+        metrics.new_tokens = len(request.tokens) - request.prompt_len
+        metrics.total_s = time.perf_counter() - slot.started
+        metrics.extra = slot.strategy.stats(request)
+        return GenerationResult(request.tokens[request.prompt_len :], slot.reason, metrics)
+
+    def _step(self, batch: Batch) -> None:
+        """One propose -> verify -> accept -> commit -> roll back step for every busy row."""
+        slots = batch.window()  # the busy rows and any idle ones between them, which run padding
         began = time.perf_counter()
-        proposal = self.strategy.propose(request, max_tokens=budget - 1)
-        metrics.propose_s += time.perf_counter() - began
-        pending = torch.tensor(request.tokens[-1:], device=request.device)
-        tree = proposal.tree
-        logits = self.target.forward(torch.cat([pending, proposal.tokens]), tree=tree)  # k+1 rows: the verify pass
-        metrics.target_forwards += 1
-        check_finite(logits, len(request.tokens) - request.prompt_len, tree.depths if tree else None)
-        rule = self.strategy.acceptance_rule(request.sampling, tree=tree is not None)
-        if tree is None:
-            verdict = rule(logits, proposal.tokens, proposal.probs, request.sampling, request.generator)
-            self.target.rollback(len(request.tokens) + verdict.accepted)
-        else:
-            verdict = rule(logits, proposal.tokens, tree, request.sampling, request.generator)
-            self.target.keep(len(request.tokens) - 1, verdict.rows)  # the accepted path, compacted
-        if self.target.hidden is not None:
-            request.target_hidden = self.target.hidden[verdict.kept_rows]
-        metrics.steps.append(Step(proposal.tokens.numel(), verdict.accepted, tree.depth if tree else None))
-        reason = stop.extend(request.tokens, verdict.tokens)
-        if reason is None:
-            self.strategy.on_commit(request, verdict.accepted)
-        return reason
+        proposals = batch.propose(slots)
+        propose_s = time.perf_counter() - began
+        device = batch.target.device
+        rows = [torch.cat([torch.tensor(s.request.tokens[-1:], device=device), p.tokens]) if s else IDLE.to(device)
+                for s, p in zip(slots, proposals)]
+        tokens = rows[0][None] if len(rows) == 1 else pad_sequence(rows, batch_first=True)
+        counts, trees = [len(r) for r in rows], [p.tree if p else None for p in proposals]
+        lengths = [batch.target.row_length(s.request.row if s else batch.lo + i) for i, s in enumerate(slots)]
+        logits = batch.target.forward_rows(tokens, counts, trees, lo=batch.lo)  # every row's verify pass
+        check_finite_rows(logits, counts, slots, trees)
+        hidden = batch.target.hidden_rows
+        for i, (slot, proposal) in enumerate(zip(slots, proposals)):
+            if slot is None:
+                batch.target.rollback(lengths[i], batch.lo + i)  # an idle row: forget its padding
+                continue
+            request, tree = slot.request, proposal.tree
+            rule = slot.strategy.acceptance_rule(request.sampling, tree=tree is not None)
+            if tree is None:
+                verdict = rule(logits[i, : counts[i]], proposal.tokens, proposal.probs, request.sampling, request.generator)
+                batch.target.rollback(len(request.tokens) + verdict.accepted, request.row)
+            else:
+                verdict = rule(logits[i, : counts[i]], proposal.tokens, tree, request.sampling, request.generator)
+                batch.target.keep(len(request.tokens) - 1, verdict.rows, request.row)  # the accepted path, compacted
+            if hidden is not None:
+                request.target_hidden = hidden[i][verdict.kept_rows]
+            metrics = slot.metrics
+            metrics.target_forwards += 1
+            metrics.propose_s += propose_s
+            metrics.steps.append(Step(proposal.tokens.numel(), verdict.accepted, tree.depth if tree else None))
+            slot.reason = slot.stop.extend(request.tokens, verdict.tokens)
+            if slot.reason is None:
+                slot.strategy.on_commit(request, verdict.accepted)
 
     def check(self, prompt_ids: list[int], config: GenerationConfig) -> None:
         """Raise ConfigError for settings or a prompt this decoder cannot run."""
@@ -183,6 +240,16 @@ def check_finite(logits: torch.Tensor, first_new_token: int, depths: list[int] |
         token = first_new_token + (depths[row] if depths else row)
         raise ConfigError(f"the target's logits are not finite (NaN or inf) for new token {token}: run in "
                           "float32 (runtime.dtype=float32), or check the model's weights")
+
+
+def check_finite_rows(logits: torch.Tensor, counts: list[int], slots: list, trees: list) -> None:
+    """check_finite for a pass over several rows, with one sync when all is well; padding is ignored."""
+    if bool(torch.isfinite(logits.amax(dim=-1)).all()):
+        return
+    for row, slot in enumerate(slots):
+        if slot is not None:
+            new = len(slot.request.tokens) - slot.request.prompt_len
+            check_finite(logits[row, : counts[row]], new, trees[row].depths if trees[row] else None)
 
 
 def sync(device: torch.device) -> None:

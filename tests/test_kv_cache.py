@@ -69,7 +69,7 @@ def test_layer_matches_a_plain_tensor(ops, seed):
             start = min(n, reference.shape[-2])
             tail = torch.arange(start, reference.shape[-2])
             chosen = tail[torch.rand(tail.numel(), generator=gen) < 0.5]
-            layer.keep(start, chosen)
+            layer.keep(0, start, chosen)
             reference = torch.cat([reference[..., :start, :], reference.index_select(-2, chosen)], dim=-2)
         if layer.is_initialized:
             assert layer.get_seq_length() == reference.shape[-2]

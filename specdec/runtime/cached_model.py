@@ -1,7 +1,9 @@
-"""A causal LM bound to the KV cache of one sequence: feed tokens, read logits, roll back.
+"""A causal LM bound to the KV cache of its sequences: feed tokens, read logits, roll back.
 
 Target and draft models both go through this class, so cache handling (creation, the
-length pointer, rollback after a rejection) is written once.
+length pointers, rollback after a rejection) is written once. A CachedModel holds `rows`
+sequences (a batch's slots); the single-sequence methods work on one row (row 0 by
+default), `forward_rows` runs a window of rows in one pass.
 """
 
 import inspect
@@ -11,8 +13,9 @@ from transformers import DynamicCache
 
 from specdec.errors import ConfigError
 from specdec.runtime.kv_cache import PreallocatedCache
+from specdec.runtime.row_mask import row_inputs
 
-KV_CACHES = {"preallocated": PreallocatedCache, "dynamic": lambda config: DynamicCache(config=config)}
+KV_CACHES = ("preallocated", "dynamic")
 
 
 def cache_argument(model: torch.nn.Module) -> str:
@@ -22,17 +25,20 @@ def cache_argument(model: torch.nn.Module) -> str:
 
 
 class CachedModel:
-    """`kv_cache` picks the cache: "preallocated" (specdec.runtime.kv_cache, rollback moves a pointer)
-    or "dynamic" (transformers' DynamicCache, for comparison). With `keep_hidden`, every forward
-    also keeps `hidden`: the decoder's last hidden states (after the final norm, what the LM head
-    reads) at every new position, even when only the last logits are computed; Medusa's heads and
-    the EAGLE draft start from them."""
+    """`kv_cache` picks the cache: "preallocated" (specdec.runtime.kv_cache, rollback moves a pointer,
+    any number of `rows`) or "dynamic" (transformers' DynamicCache, one row, for comparison). With
+    `keep_hidden`, every forward also keeps `hidden_rows`: the decoder's last hidden states (after the
+    final norm, what the LM head reads) at every new position of every row, even when only the last
+    logits are computed; Medusa's heads and the EAGLE draft start from them."""
 
-    def __init__(self, model: torch.nn.Module, kv_cache: str = "preallocated", keep_hidden: bool = False):
+    def __init__(self, model: torch.nn.Module, kv_cache: str = "preallocated", keep_hidden: bool = False,
+                 rows: int = 1):
         if kv_cache not in KV_CACHES:
             raise ConfigError(f"unknown runtime.kv_cache {kv_cache!r}: use {' or '.join(KV_CACHES)}")
+        if rows > 1 and kv_cache != "preallocated":
+            raise ConfigError("generation.batch_size > 1 needs runtime.kv_cache=preallocated (per-row lengths)")
         self.model = model
-        self.new_cache = KV_CACHES[kv_cache]
+        self.kv_cache, self.rows = kv_cache, rows
         self.device = next(model.parameters()).device
         self.cache = None
         parameters = inspect.signature(model.forward).parameters
@@ -41,62 +47,107 @@ class CachedModel:
         self.decoder = model.get_decoder() if keep_hidden else None
         if keep_hidden and self.decoder is model:
             raise ConfigError(f"{type(model).__name__} has no separate decoder to read hidden states from")
-        self.hidden = None
+        self.hidden_rows = None  # (window rows, new positions, hidden size)
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        """The last forward's hidden states of its first row: (new positions, hidden size)."""
+        return None if self.hidden_rows is None else self.hidden_rows[0]
 
     @property
     def length(self) -> int:
-        """Tokens whose keys and values are in the cache."""
-        return 0 if self.cache is None else self.cache.get_seq_length()
+        """Tokens of row 0 whose keys and values are in the cache."""
+        return self.row_length(0)
+
+    def row_length(self, row: int) -> int:
+        if self.cache is None:
+            return 0
+        return self.cache.rows.lengths[row] if self.kv_cache == "preallocated" else self.cache.get_seq_length()
 
     def reset(self) -> None:
-        self.cache = self.new_cache(self.model.config)
-        self._croppable = self.cache.is_croppable  # asked once here, not at every rollback
+        if self.kv_cache == "preallocated":
+            self.cache = PreallocatedCache(self.model.config, self.rows)
+        else:
+            self.cache = DynamicCache(config=self.model.config)
+            self._croppable = self.cache.is_croppable  # asked once here, not at every rollback
 
-    def prefill(self, tokens: list[int], prefix_cache=None) -> tuple[torch.Tensor, int]:
-        """Start a new sequence on `tokens`: the last logits (1, V), and how many tokens' KV
+    def prefill(self, tokens: list[int], prefix_cache=None, row: int = 0) -> tuple[torch.Tensor, int]:
+        """Start a new sequence on `tokens` in `row`: the last logits (1, V), and how many tokens' KV
         came from the prefix cache (a request's caching.prefix.CacheRequest) instead of being computed."""
-        self.reset()
-        cached = prefix_cache.load(self, tokens) if prefix_cache is not None else 0
-        return self.forward(torch.tensor(tokens[cached:], device=self.device), last_only=True), cached
+        if self.cache is None or self.kv_cache == "dynamic":
+            self.reset()
+        else:
+            self.cache.set_length(row, 0)
+        cached = prefix_cache.load(self.row(row), tokens) if prefix_cache is not None else 0
+        return self.forward(torch.tensor(tokens[cached:], device=self.device), last_only=True, row=row), cached
 
-    def load(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Copy a prefix's keys and values (one pair per layer) into the empty cache."""
-        for index, (keys, values) in enumerate(layers):
-            self.cache.update(keys, values, index)
+    def row(self, row: int):
+        """Row `row` as a one-sequence model, for a prefix cache to load into and store from."""
+        return self if self.kv_cache == "dynamic" else ModelRow(self, row)
 
     @torch.inference_mode()
+    def load(self, layers: list[tuple[torch.Tensor, torch.Tensor]], row: int = 0) -> None:
+        """Copy a prefix's keys and values (one pair per layer) into the empty `row`."""
+        for index, (keys, values) in enumerate(layers):
+            if self.kv_cache == "preallocated":
+                self.cache.rows.begin(row, row + 1, keys.shape[-2], self.device)
+            self.cache.update(keys, values, index)
+        if self.kv_cache == "preallocated":
+            self.cache.rows.advance()
+
     def forward(self, tokens: torch.Tensor | None, last_only: bool = False, tree=None,
-                embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Append `tokens` (1-D ids), or inputs given as `embeds` (n, d), to the cache; return logits
+                embeds: torch.Tensor | None = None, row: int = 0) -> torch.Tensor:
+        """Append `tokens` (1-D ids), or inputs given as `embeds` (n, d), to `row`; return logits
         (n, V), or (1, V) for the last only. With a `tree` (specdec.tree.Tree), tokens are its root
         and nodes, and each attends to its ancestors only."""
+        width = len(embeds) if embeds is not None else tokens.numel()
+        tokens = None if tokens is None else tokens.view(1, -1)
+        embeds = None if embeds is None else embeds[None]
+        return self.forward_rows(tokens, [width], [tree], last_only, embeds, lo=row)[0]
+
+    @torch.inference_mode()
+    def forward_rows(self, tokens: torch.Tensor | None, counts: list[int], trees: list, last_only: bool = False,
+                     embeds: torch.Tensor | None = None, lo: int = 0) -> torch.Tensor:
+        """Append to each row lo, lo + 1, ... of the window its inputs: `tokens` (rows, width) ids or
+        `embeds` (rows, width, d), of which the first counts[row] are real (a chain, or the root and
+        nodes of trees[row]) and the rest padding; return logits (rows, width, V), or (rows, 1, V)
+        of the last position for `last_only`."""
+        width = (embeds if embeds is not None else tokens).shape[1]
+        hi = lo + len(counts)
         kwargs = {"logits_to_keep": 1} if last_only and self._can_keep_logits else {}
-        if embeds is not None:
-            kwargs["inputs_embeds"] = embeds[None]
+        kwargs.update({"inputs_embeds": embeds} if embeds is not None else {"input_ids": tokens})
+        if self.cache is None:
+            self.reset()
+        if self.kv_cache == "preallocated":
+            lengths = self.cache.rows.lengths[lo:hi]
+            self.cache.rows.begin(lo, hi, width, self.device)
         else:
-            kwargs["input_ids"] = tokens.view(1, -1)
-        if tree is not None:
-            kwargs.update(attention_mask=tree.attention_mask(self.length, self.model.dtype, self.device),
-                          position_ids=tree.position_ids(self.length, self.device))
+            lengths = [self.cache.get_seq_length()]
+        mask, positions = row_inputs(lengths, counts, width, trees, self.model.dtype, self.device)
+        if mask is not None:
+            kwargs.update(attention_mask=mask, position_ids=positions)
         hook = self.decoder.register_forward_hook(self._keep_hidden) if self.decoder is not None else None
         try:
             kwargs[self._cache_argument] = self.cache
-            out = self.model(use_cache=True, **kwargs)
+            logits = self.model(use_cache=True, **kwargs).logits
         finally:
             if hook is not None:
                 hook.remove()
-        logits = out.logits[0]
-        return logits[-1:] if last_only else logits
+        if self.kv_cache == "preallocated":
+            self.cache.rows.advance()
+        return logits[:, -1:] if last_only else logits
 
     def _keep_hidden(self, module, inputs, output) -> None:
-        self.hidden = output[0][0]  # (new positions, hidden size)
+        self.hidden_rows = output[0]  # (rows, new positions, hidden size)
 
-    def rollback(self, length: int) -> None:
-        """Forget every cached token after the first `length`."""
-        extra = self.length - length
+    def rollback(self, length: int, row: int = 0) -> None:
+        """Forget every cached token of `row` after its first `length`."""
+        extra = self.row_length(row) - length
         if extra < 0:
-            raise ValueError(f"cannot roll back to {length} tokens: only {self.length} are cached")
-        if extra:
+            raise ValueError(f"cannot roll back to {length} tokens: only {self.row_length(row)} are cached")
+        if self.kv_cache == "preallocated":
+            self.cache.set_length(row, length)
+        elif extra:
             if not self._croppable:
                 raise ConfigError(
                     f"{type(self.model).__name__}'s KV cache cannot be rolled back (sliding-window or "
@@ -105,13 +156,33 @@ class CachedModel:
             self.cache.crop(-extra)
 
     @torch.inference_mode()
-    def keep(self, start: int, rows: list[int]) -> None:
-        """Keep, after the first `start` cached tokens, only the tokens at offsets `rows` (increasing)
-        of what followed: the accepted path of a verified tree, compacted in place."""
+    def keep(self, start: int, rows: list[int], row: int = 0) -> None:
+        """Keep, after the first `start` cached tokens of `row`, only the tokens at offsets `rows`
+        (increasing) of what followed: the accepted path of a verified tree, compacted in place."""
         positions = torch.tensor(rows, device=self.device) + start
-        if isinstance(self.cache, PreallocatedCache):
-            self.cache.keep(start, positions)
+        if self.kv_cache == "preallocated":
+            self.cache.keep(row, start, positions)
             return
         for layer in self.cache.layers:  # DynamicCache: rebuild each layer's tensors
             layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys.index_select(-2, positions)], dim=-2)
             layer.values = torch.cat([layer.values[..., :start, :], layer.values.index_select(-2, positions)], dim=-2)
+
+
+class ModelRow:
+    """One row of a CachedModel, as the one-sequence model a prefix cache loads into and stores from."""
+
+    def __init__(self, cached: CachedModel, row: int):
+        self.cached, self.index = cached, row
+        self.model = cached.model
+
+    @property
+    def length(self) -> int:
+        return self.cached.row_length(self.index)
+
+    @property
+    def cache(self):
+        return self.cached.cache.row_view(self.index)  # its layers' keys and values: this row's positions
+
+    @torch.inference_mode()
+    def load(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.cached.load(layers, self.index)

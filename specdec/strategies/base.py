@@ -35,6 +35,7 @@ class Request:
     device: torch.device
     prefix_cache: CacheRequest | None = None  # the request's handle on the prefix cache (cache=radix); models prefill through it
     kv_cache: str = "preallocated"  # the KV cache kind every model of the request uses
+    row: int = 0  # its row in the batch: in the target's KV cache, and in a strategy's that proposes for all rows
     target_hidden: torch.Tensor | None = None  # (n, hidden size) the target's last hidden states at the n
     # positions its last pass added to its cache (prefill: the prompt's uncached ones; verify: the pending token's
     # and the accepted drafts'), the last one at tokens[-2], from which it chose tokens[-1]; kept only for
@@ -57,6 +58,7 @@ class Strategy:
     needs_draft_model: ClassVar[bool] = False
     needs_target_model: ClassVar[bool] = False  # given the target model (e.g. to share its LM head)
     needs_target_hidden: ClassVar[bool] = False  # the decoder keeps request.target_hidden up to date
+    proposes_rows: ClassVar[bool] = False  # propose_rows serves every row of a batch (else: one copy per row)
     prepared_modules: ClassVar[tuple[str, ...]] = ()  # attributes holding modules it runs; the runner
     # replaces each by its prepared copy (specdec.runtime.prepare), so strategies never lay modules out
 
@@ -66,6 +68,11 @@ class Strategy:
     def propose(self, request: Request, max_tokens: int) -> Proposal:
         """At most `max_tokens` candidate tokens to follow request.tokens."""
         return Proposal.empty(request.device)
+
+    def propose_rows(self, requests: list[Request], max_tokens: list[int]) -> list[Proposal]:
+        """With proposes_rows: a proposal for each request of a batch, in one go (e.g. one draft
+        pass over every row); request.row names each one's row."""
+        raise NotImplementedError
 
     def on_commit(self, request: Request, accepted: int) -> None:
         """request.tokens now holds `accepted` of the proposed tokens plus the target's token."""

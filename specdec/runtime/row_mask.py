@@ -1,0 +1,44 @@
+"""Attention masks and positions for a forward over several rows of different lengths.
+
+Each row appends `width` tokens after its own length (specdec.runtime.kv_cache): its first
+`counts[row]` are real (a chain, or a tree's root and nodes), the rest padding. A real token
+sees the row's cached positions and, among the new ones, those before it (a chain) or its
+ancestors (a tree); never another row's positions past its own length, nor padding. When
+every row has the same length and a full chain, plain causal attention is already right and
+no mask is built (a single sequence decodes exactly as it always did).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from specdec.tree import Tree
+
+
+def row_inputs(lengths: list[int], counts: list[int], width: int, trees: list[Tree | None], dtype: torch.dtype,
+               device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(additive attention mask (rows, 1, width, max length + width), position ids (rows, width)),
+    or (None, None) where the model's own causal mask and positions are right."""
+    if not any(trees) and min(lengths) == max(lengths) and min(counts) == width:
+        return None, None
+    if len(lengths) == 1:  # one row with a tree: the tree's own mask, as a single sequence has it
+        return trees[0].attention_mask(lengths[0], dtype, device), trees[0].position_ids(lengths[0], device)
+    rows = len(lengths)
+    sees = torch.ones(width, width, dtype=torch.bool, device=device).tril().repeat(rows, 1, 1)
+    depths = torch.arange(width, device=device).repeat(rows, 1)
+    for row, tree in enumerate(trees):
+        if tree is not None:
+            size = tree.size + 1
+            sees[row, :size, :size] = tree.ancestors.to(device)
+            sees[row, size:] = torch.eye(width, dtype=torch.bool, device=device)[size:]
+            depths[row, :size] = tree.tensors(device)["depths"]
+    start = torch.tensor(lengths, device=device)[:, None]
+    relative = torch.arange(max(lengths) + width, device=device)[None, :] - start  # (rows, columns)
+    new = (relative >= 0) & (relative < width)
+    seen_new = sees.gather(2, relative.clamp(0, width - 1)[:, None, :].expand(rows, width, -1)) & new[:, None, :]
+    visible = (relative < 0)[:, None, :] | seen_new
+    mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
+    return mask[:, None], start + depths
