@@ -5,6 +5,7 @@ summary.json and run_info.json into the Hydra run directory and prints the summa
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -67,6 +68,14 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies:
     for anchor in cfg.anchors:  # known, and mirroring a strategy of the run (experiments.validate)
         runners.update(anchor_runners(ANCHORS[anchor], strategies, target, draft, tokenizer, eos))
     return runners
+
+
+def generate_all(runner, prompts: list[dict], generation: GenerationConfig, seeds: list[int]) -> list:
+    """Each prompt's GenerationResult: one at a time, or through generation.batch_size rows at once."""
+    if generation.batch_size == 1:
+        return [runner.generate(p["input_ids"], generation, seed=seed, salt=p.get("salt")) for p, seed in zip(prompts, seeds)]
+    return runner.generate_batch([p["input_ids"] for p in prompts], generation, seeds=seeds,
+                                 salts=[p.get("salt") for p in prompts])
 
 
 def anchor_runners(anchor, strategies: dict[str, dict], target, draft, tokenizer, eos) -> dict:
@@ -161,30 +170,40 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
     done = {(r["prompt_id"], name) for name, recs in records.items() for r in recs}
     if len(done) < len(prompts) * len(runners):  # no warm-up when a resumed run has nothing left to time
         warmup = GenerationConfig(**{**vars(generation), "max_new_tokens": min(16, generation.max_new_tokens)})
-        for p in prompts[: cfg.runtime.warmup]:
-            for runner in runners.values():
-                runner.generate(p["input_ids"], warmup, seed=cfg.runtime.seed, salt=p.get("salt"))
+        for runner in runners.values():
+            if cfg.runtime.warmup:
+                generate_all(runner, prompts[: cfg.runtime.warmup], warmup, [cfg.runtime.seed] * cfg.runtime.warmup)
         for runner in runners.values():  # measure with a cold prefix cache, not one warmed by the warm-up
             if getattr(runner, "prefix_cache", None) is not None:
                 runner.prefix_cache = new_prefix_cache(cfg.cache)
 
+    batch_size = generation.batch_size
+    indexed = list(enumerate(prompts))  # prompt i runs with seed runtime.seed + i
+    calls = [[item] for item in indexed] if batch_size == 1 else [indexed]  # one by one, or all through the rows
     with open(run_dir / "results.jsonl", "a") as out:
-        for i, p in enumerate(tqdm(prompts, desc="prompts", unit="prompt")):
+        for call, group in enumerate(tqdm(calls, desc="prompts" if batch_size == 1 else "batches", unit="call")):
             for name, runner in runners.items():  # interleaved, so machine drift hits every strategy alike
-                if (p["id"], name) in done:
+                todo = [(i, p) for i, p in group if (p["id"], name) not in done]
+                if not todo:
                     continue
-                result = runner.generate(p["input_ids"], generation, seed=cfg.runtime.seed + i, salt=p.get("salt"))
-                record = {
-                    "prompt_id": p["id"], "category": p["category"], "strategy": name, **own[name], **shared,
-                    "greedy": generation.sampling.greedy, "stop_reason": result.stop_reason,
-                    **result.metrics.to_dict(),
-                    "token_ids": result.token_ids,
-                    "text": tokenizer.decode(result.token_ids, skip_special_tokens=True),
-                }
-                if not generation.sampling.greedy:  # quality, after the timed generation
-                    record["target_nll"] = target_nll(target, p["input_ids"], result.token_ids)
-                records[name].append(record)
-                out.write(json.dumps(record) + "\n")
+                began = time.perf_counter()
+                results = generate_all(runner, [p for _, p in todo], generation, [cfg.runtime.seed + i for i, _ in todo])
+                call_ms = 1000 * (time.perf_counter() - began)
+                call_tokens = max(1, sum(len(r.token_ids) for r in results))
+                for (i, p), result in zip(todo, results):
+                    record = {
+                        "prompt_id": p["id"], "category": p["category"], "strategy": name, **own[name], **shared,
+                        "greedy": generation.sampling.greedy, "stop_reason": result.stop_reason,
+                        **result.metrics.to_dict(),
+                        "batch_size": batch_size, "call": call, "call_ms": call_ms,
+                        "share_ms": call_ms * len(result.token_ids) / call_tokens,
+                        "token_ids": result.token_ids,
+                        "text": tokenizer.decode(result.token_ids, skip_special_tokens=True),
+                    }
+                    if not generation.sampling.greedy:  # quality, after the timed generation
+                        record["target_nll"] = target_nll(target, p["input_ids"], result.token_ids)
+                    records[name].append(record)
+                    out.write(json.dumps(record) + "\n")
                 out.flush()
 
     order = {p["id"]: i for i, p in enumerate(prompts)}

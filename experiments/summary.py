@@ -13,19 +13,30 @@ def _quantiles(values: list[float]) -> dict:
     return {"median": q2, "p25": q1, "p75": q3}
 
 
+def wall_seconds(records: list[dict]) -> float:
+    """The time the records took: their requests' one after another, or, for requests decoded
+    together (batch_size > 1), their shares of the wall time of the calls they were part of
+    (a call's time split by new tokens, so that any subset, a category say, gets its part)."""
+    if all(r.get("batch_size", 1) == 1 for r in records):
+        return sum(r["total_ms"] for r in records) / 1000
+    return sum(r["share_ms"] for r in records) / 1000
+
+
 def summarize(records: list[dict], baseline: list[dict] | None) -> dict:
     """Aggregate one strategy's results.jsonl records; `baseline` holds the baseline's records
     for the same prompts (same order) and gives speedup and match_baseline."""
     new_tokens = sum(r["new_tokens"] for r in records)
-    seconds = sum(r["total_ms"] for r in records) / 1000
+    seconds = wall_seconds(records)
     forwards = sum(r["target_forwards"] for r in records)
     steps = [Step(p, a, d) for r in records for p, a, d in zip(
         r["proposed_per_step"], r["accepted_per_step"], r.get("depth_per_step") or [None] * len(r["proposed_per_step"]))]
     tpots = [r["tpot_ms"] for r in records if r["tpot_ms"] is not None]
     summary = {
         "n_prompts": len(records),
+        "batch_size": records[0].get("batch_size", 1) if records else 1,
         "new_tokens": new_tokens,
         "tokens_per_s": new_tokens / seconds,
+        "throughput_tok_s": new_tokens / seconds,
         "speedup": None,
         "speedup_per_prompt": None,
         "mean_accepted": new_tokens / forwards if forwards else None,
@@ -44,7 +55,7 @@ def summarize(records: list[dict], baseline: list[dict] | None) -> dict:
         hits = [sum(h) for h in zip(*(r["head_top1_hits"] for r in records))]
         summary["head_accuracy"] = [h / c if c else None for h, c in zip(hits, checked)]
     if baseline is not None:
-        base_tps = sum(r["new_tokens"] for r in baseline) / (sum(r["total_ms"] for r in baseline) / 1000)
+        base_tps = sum(r["new_tokens"] for r in baseline) / wall_seconds(baseline)
         summary["speedup"] = summary["tokens_per_s"] / base_tps
         summary["speedup_per_prompt"] = _quantiles(
             [r["tokens_per_s"] / b["tokens_per_s"] for r, b in zip(records, baseline)]

@@ -78,7 +78,7 @@ def validate(cfg: DictConfig, strategies: dict[str, dict]) -> None:
     check_section("draft", settings["draft"], DRAFT)
     for options in strategies.values():
         check_strategy(options)
-    check_anchors(settings["anchors"], strategies)
+    check_anchors(settings["anchors"], strategies, settings["generation"].get("batch_size", 1))
     if "cost_model_max_k" in settings:
         check_value("cost_model_max_k", settings["cost_model_max_k"], POSITIVE_INT)
 
@@ -120,7 +120,7 @@ def check_strategy(options: dict) -> None:
             check_value(f"strategy.{key}", value, STRATEGY_OPTIONS[key])
 
 
-def check_anchors(anchors, strategies: dict[str, dict]) -> None:
+def check_anchors(anchors, strategies: dict[str, dict], batch_size: int = 1) -> None:
     if not isinstance(anchors, list):
         raise ConfigError(f"anchors must be a list (got {anchors!r}): e.g. anchors=[hf_generate], or anchors=[]")
     names = {options.get("name") for options in strategies.values()}
@@ -131,6 +131,9 @@ def check_anchors(anchors, strategies: dict[str, dict]) -> None:
         if mirrors is not None and mirrors not in names:
             raise ConfigError(f"anchor {anchor} mirrors strategy {mirrors!r}: run it too (strategy={mirrors}), "
                               f"or drop {anchor} from anchors")
+        if batch_size != 1 and mirrors is not None:
+            raise ConfigError(f"anchor {anchor} decodes one sequence at a time (transformers' assisted generation "
+                              f"and prompt lookup do not batch): drop it from anchors, or set generation.batch_size=1")
 
 
 def check_matrix(matrix) -> list[dict]:

@@ -40,6 +40,7 @@ class GenerationConfig:
     top_k: int = 0
     top_p: float = 1.0
     stop_strings: list[str] = field(default_factory=list)
+    batch_size: int = 1  # requests decoded together (Decoder.generate_batch); not a transformers setting
 
     @property
     def sampling(self) -> SamplingParams:
@@ -58,6 +59,7 @@ class GenerationConfig:
             raise ConfigError(f"generation.top_k must be an integer >= 0, 0 to switch it off (got {self.top_k!r})")
         if not is_number(self.top_p) or not 0 < self.top_p <= 1:
             raise ConfigError(f"generation.top_p must be a number in (0, 1], 1 to switch it off (got {self.top_p!r})")
+        check_batch_size(self.batch_size)
         strings = self.stop_strings
         if not isinstance(strings, (list, tuple)) or not all(isinstance(s, str) and s for s in strings):
             raise ConfigError(f"generation.stop_strings must be a list of non-empty strings (got {strings!r}; an empty "
@@ -110,12 +112,14 @@ class Decoder:
         cache's salt); without a prefix cache it changes nothing."""
         return self.generate_batch([prompt_ids], config, seeds=[seed], salts=[salt])[0]
 
-    def generate_batch(self, prompts: list, config: GenerationConfig, batch_size: int = 1,
+    def generate_batch(self, prompts: list, config: GenerationConfig, batch_size: int | None = None,
                        seeds: list[int | None] | None = None, salts: list[str | None] | None = None
                        ) -> list[GenerationResult]:
         """One result per prompt, in order. Up to `batch_size` requests decode together, one target
         pass verifying every row's proposal; a finished row's slot takes the next waiting prompt
-        (continuous batching). Each row's tokens are those the prompt gets decoded alone."""
+        (continuous batching). Each row's tokens are those the prompt gets decoded alone.
+        `batch_size` defaults to config.batch_size."""
+        batch_size = config.batch_size if batch_size is None else batch_size
         check_batch_size(batch_size)
         prompts = [[int(t) for t in prompt] for prompt in prompts]
         for prompt in prompts:
