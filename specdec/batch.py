@@ -11,15 +11,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
-
 from specdec.errors import ConfigError, is_int
 from specdec.metrics import RequestMetrics
 from specdec.stopping import StopCriteria
 from specdec.strategies.base import Proposal, Request, Strategy
-
-IDLE = torch.zeros(1, dtype=torch.long)  # what an idle row between busy ones runs: one token, forgotten after
-
 
 @dataclass
 class Slot:
@@ -50,7 +45,6 @@ class Batch:
     def __init__(self, target, strategy: Strategy, size: int):
         self.target, self.strategy, self.size = target, strategy, size
         self.slots: list[Slot | None] = [None] * size
-        self.lo = 0  # the first row of the last window
 
     @property
     def busy(self) -> bool:
@@ -68,19 +62,14 @@ class Batch:
     def free(self, row: int) -> None:
         self.slots[row] = None
 
-    def window(self) -> list[Slot | None]:
-        """The rows from the first busy one to the last (None: idle), which one pass runs."""
-        busy = [row for row, slot in enumerate(self.slots) if slot is not None]
-        self.lo = busy[0]
-        return self.slots[busy[0] : busy[-1] + 1]
+    def busy_slots(self) -> list[Slot]:
+        """The requests in flight, in row order."""
+        return [slot for slot in self.slots if slot is not None]
 
-    def propose(self, slots: list[Slot | None]) -> list[Proposal | None]:
+    def propose(self, slots: list[Slot]) -> list[Proposal]:
         if self.strategy.proposes_rows:
-            busy = [slot for slot in slots if slot is not None]
-            proposals = iter(self.strategy.propose_rows([s.request for s in busy], [s.budget for s in busy]))
-            return [next(proposals) if slot is not None else None for slot in slots]
-        return [slot.strategy.propose(slot.request, max_tokens=slot.budget) if slot is not None else None
-                for slot in slots]
+            return self.strategy.propose_rows([s.request for s in slots], [s.budget for s in slots])
+        return [slot.strategy.propose(slot.request, max_tokens=slot.budget) for slot in slots]
 
 
 def check_batch_size(batch_size) -> None:

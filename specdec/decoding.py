@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
-from specdec.batch import IDLE, Batch, Slot, check_batch_size
+from specdec.batch import Batch, Slot, check_batch_size
 from specdec.runtime.cached_model import CachedModel
 from specdec.errors import ConfigError, is_int, is_number
 from specdec.metrics import RequestMetrics, Step
@@ -158,7 +157,7 @@ class Decoder:
         generator = None if sampling.greedy else torch.Generator(device).manual_seed(seed or 0)
         stop = StopCriteria(len(prompt), config.max_new_tokens, self.eos_token_ids, config.stop_strings, self.tokenizer)
         handle = self.prefix_cache.begin(salt) if self.prefix_cache is not None else None
-        request = Request(list(prompt), len(prompt), sampling, generator, device, handle, self.kv_cache, row=row)
+        request = Request(list(prompt), len(prompt), sampling, generator, device, handle, self.kv_cache, row, batch.size)
         slot = batch.take(row, index, request, stop, RequestMetrics(prompt_tokens=len(prompt)))
         sync(device)
         slot.started = time.perf_counter()
@@ -183,23 +182,19 @@ class Decoder:
 
     def _step(self, batch: Batch) -> None:
         """One propose -> verify -> accept -> commit -> roll back step for every busy row."""
-        slots = batch.window()  # the busy rows and any idle ones between them, which run padding
+        slots = batch.busy_slots()
         began = time.perf_counter()
         proposals = batch.propose(slots)
         propose_s = time.perf_counter() - began
         device = batch.target.device
-        rows = [torch.cat([torch.tensor(s.request.tokens[-1:], device=device), p.tokens]) if s else IDLE.to(device)
-                for s, p in zip(slots, proposals)]
-        tokens = rows[0][None] if len(rows) == 1 else pad_sequence(rows, batch_first=True)
-        counts, trees = [len(r) for r in rows], [p.tree if p else None for p in proposals]
-        lengths = [batch.target.row_length(s.request.row if s else batch.lo + i) for i, s in enumerate(slots)]
-        logits = batch.target.forward_rows(tokens, counts, trees, lo=batch.lo)  # every row's verify pass
+        inputs = [torch.cat([torch.tensor(s.request.tokens[-1:], device=device), p.tokens])
+                  for s, p in zip(slots, proposals)]
+        trees = [p.tree for p in proposals]
+        logits = batch.target.forward_some([s.request.row for s in slots], inputs, trees)  # every row's verify pass
+        counts = [len(x) for x in inputs]
         check_finite_rows(logits, counts, slots, trees)
         hidden = batch.target.hidden_rows
         for i, (slot, proposal) in enumerate(zip(slots, proposals)):
-            if slot is None:
-                batch.target.rollback(lengths[i], batch.lo + i)  # an idle row: forget its padding
-                continue
             request, tree = slot.request, proposal.tree
             rule = slot.strategy.acceptance_rule(request.sampling, tree=tree is not None)
             if tree is None:
@@ -251,9 +246,8 @@ def check_finite_rows(logits: torch.Tensor, counts: list[int], slots: list, tree
     if bool(torch.isfinite(logits.amax(dim=-1)).all()):
         return
     for row, slot in enumerate(slots):
-        if slot is not None:
-            new = len(slot.request.tokens) - slot.request.prompt_len
-            check_finite(logits[row, : counts[row]], new, trees[row].depths if trees[row] else None)
+        new = len(slot.request.tokens) - slot.request.prompt_len
+        check_finite(logits[row, : counts[row]], new, trees[row].depths if trees[row] else None)
 
 
 def sync(device: torch.device) -> None:

@@ -116,7 +116,7 @@ def test_tree_nodes_are_the_draft_s_best_paths_run_one_by_one(arch):
         best = sorted(everything, key=lambda c: (-c[2], len(c[0])))[:nodes]
         assert {(r, t[-1]) for r, t, _ in best} == {(tuple(c), t) for c, t in zip(proposal.tree.choices,
                                                                                        proposal.tokens.tolist())}
-        nodes_run[nodes] = strategy.draft.length - strategy.verified  # tree nodes fed to the draft
+        nodes_run[nodes] = strategy.draft.length - strategy.verified[0]  # tree nodes fed to the draft
     assert nodes_run[18] == 2 * topk  # depths 1 and 2 run, for a tree 3 deep
     assert nodes_run[2] < nodes_run[18]  # two depth-1 nodes outscore every depth-2 one: no second pass
 

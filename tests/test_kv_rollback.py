@@ -36,16 +36,17 @@ class HalfRightDraft(DraftModel):
         super().__init__(model, gamma=gamma)
         self.coin = coin
 
-    def _catch_up(self, request):
-        return self._maybe_wrong(super()._catch_up(request))
+    def _catch_up(self, requests):
+        return self._maybe_wrong(super()._catch_up(requests))
 
-    def _next(self, token):
-        return self._maybe_wrong(super()._next(token))
+    def _next(self, requests, tokens):
+        return self._maybe_wrong(super()._next(requests, tokens))
 
     def _maybe_wrong(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.coin.random() < 0.6:
-            return logits
-        return logits.index_fill(-1, logits.argmax(dim=-1).view(1), float("-inf"))
+        """(rows, V) logits, each row's argmax knocked out on a coin flip."""
+        wrong = torch.tensor([self.coin.random() >= 0.6 for _ in logits])[:, None]
+        knocked = logits.scatter(-1, logits.argmax(dim=-1, keepdim=True), float("-inf"))
+        return torch.where(wrong, knocked, logits)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -9,6 +9,7 @@ default), `forward_rows` runs a window of rows in one pass.
 import inspect
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import DynamicCache
 
 from specdec.errors import ConfigError
@@ -137,6 +138,37 @@ class CachedModel:
             self.cache.rows.advance()
         return logits[:, -1:] if last_only else logits
 
+    def forward_some(self, rows: list[int], inputs: list[torch.Tensor], trees: list | None = None,
+                     last_only: bool = False, embeds: bool = False) -> torch.Tensor:
+        """Append inputs[i] (1-D ids, or (n, d) inputs with `embeds`) to row rows[i] (increasing) in
+        one pass; rows in between that are not given run one padding input, forgotten after. Returns
+        logits (len(rows), longest input, V) (padding positions past a row's own inputs are
+        meaningless), or with `last_only` (len(rows), V) at each row's last input; `hidden_rows`
+        holds the given rows' states."""
+        lo, hi = rows[0], rows[-1] + 1
+        given = dict(zip(rows, range(len(rows))))
+        filler = inputs[0].new_zeros(1, *inputs[0].shape[1:])
+        window = [inputs[given[row]] if row in given else filler for row in range(lo, hi)]
+        idle = {row: self.row_length(row) for row in range(lo, hi) if row not in given}
+        counts = [len(x) for x in window]
+        trees = [trees[given[row]] if trees and row in given else None for row in range(lo, hi)]
+        padded = window[0][None] if len(window) == 1 else pad_sequence(window, batch_first=True)
+        same = min(counts) == max(counts)
+        logits = self.forward_rows(None if embeds else padded, counts, trees, last_only and same,
+                                   padded if embeds else None, lo=lo)
+        for row, length in idle.items():
+            self.rollback(length, row)
+        picked = [row - lo for row in rows]
+        if len(picked) < len(window):
+            logits = logits[picked]
+            self.hidden_rows = None if self.hidden_rows is None else self.hidden_rows[picked]
+        if not last_only:
+            return logits
+        if same:
+            return logits[:, -1]
+        last = torch.tensor([len(x) - 1 for x in inputs], device=logits.device)
+        return logits[torch.arange(len(rows), device=logits.device), last]
+
     def _keep_hidden(self, module, inputs, output) -> None:
         self.hidden_rows = output[0]  # (rows, new positions, hidden size)
 
@@ -145,6 +177,8 @@ class CachedModel:
         extra = self.row_length(row) - length
         if extra < 0:
             raise ValueError(f"cannot roll back to {length} tokens: only {self.row_length(row)} are cached")
+        if self.cache is None:
+            return
         if self.kv_cache == "preallocated":
             self.cache.set_length(row, length)
         elif extra:

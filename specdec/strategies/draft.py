@@ -19,6 +19,7 @@ SCHEDULES = ("constant", "heuristic")
 class DraftModel(Strategy):
     name = "draft"
     needs_draft_model = True
+    proposes_rows = True
     keeps_draft_hidden = False  # whether the draft's cache keeps its hidden states (EAGLE feeds them back)
     prepared_modules = ("draft_model",)
 
@@ -38,59 +39,91 @@ class DraftModel(Strategy):
         self.gamma = gamma
         self.gamma_schedule = gamma_schedule
         self.stop_below_prob = float(stop_below_prob)
-        self.draft = None
-        self.length = gamma  # this request's draft length, moved by the schedule
-        self.proposed = 0  # tokens in the last proposal
+        self.draft = None  # a CachedModel with a row per row of the batch
+        self.length = {}  # per row: this request's draft length, moved by the schedule
+        self.proposed = {}  # per row: tokens in its last proposal
 
     def begin(self, request: Request) -> None:
-        # empty: the first proposal prefills it
-        self.draft = CachedModel(self.draft_model, request.kv_cache, keep_hidden=self.keeps_draft_hidden)
-        self.length = self.gamma  # every request starts at gamma (transformers' "heuristic_transient")
+        draft = self.draft
+        if draft is None or draft.rows != request.rows or draft.kv_cache != request.kv_cache or draft.kv_cache == "dynamic":
+            self.draft = CachedModel(self.draft_model, request.kv_cache, self.keeps_draft_hidden, request.rows)
+        else:
+            self.draft.rollback(0, request.row)  # empty: the first proposal prefills it
+        self.length[request.row] = self.gamma  # every request starts at gamma (transformers' "heuristic_transient")
 
     def propose(self, request: Request, max_tokens: int) -> Proposal:
-        k = min(self.length, max_tokens)
-        if k <= 0:
-            return Proposal.empty(request.device)
-        logits = self._catch_up(request)
-        tokens, probs = [], []
-        while True:
-            if request.sampling.greedy:
-                token = logits.argmax(dim=-1, keepdim=True)
-            else:
-                q = probabilities(logits, request.sampling)
-                token = sample(q, request.generator).view(1)
-                probs.append(q)
-            tokens.append(token)
-            if len(tokens) == k or (self.stop_below_prob and self._unsure(logits, probs, token, request)):
-                self.proposed = len(tokens)
-                return Proposal(torch.cat(tokens), torch.stack(probs) if probs else None)
-            logits = self._next(token)
+        return self.propose_rows([request], [max_tokens])[0]
 
-    def _unsure(self, logits, probs, token, request: Request) -> bool:
-        """Whether the draft gave the token it just chose less than stop_below_prob: its softmax for
+    def propose_rows(self, requests: list[Request], max_tokens: list[int]) -> list[Proposal]:
+        """Every row drafts its chain token by token, all rows in one draft pass per token; a row
+        stops at its own length, budget or confidence stop."""
+        wanted = {r.row: min(self.length[r.row], m) for r, m in zip(requests, max_tokens)}
+        drafting = [i for i, r in enumerate(requests) if wanted[r.row] > 0]
+        proposals = [Proposal.empty(r.device) for r in requests]
+        if not drafting:
+            return proposals
+        going = [requests[i] for i in drafting]
+        logits = self._catch_up(going)
+        tokens, probs = {r.row: [] for r in going}, {r.row: [] for r in going}
+        while True:
+            if going[0].sampling.greedy:
+                chosen = logits.argmax(dim=-1)
+            else:
+                q = probabilities(logits, going[0].sampling)
+                chosen = torch.cat([sample(q[j], r.generator).view(1) for j, r in enumerate(going)])
+                for j, r in enumerate(going):
+                    probs[r.row].append(q[j])
+            unsure = self._unsure(logits, chosen, probs, going) if self.stop_below_prob else [False] * len(going)
+            still = []
+            for j, r in enumerate(going):
+                tokens[r.row].append(chosen[j : j + 1])
+                if len(tokens[r.row]) < wanted[r.row] and not unsure[j]:
+                    still.append(j)
+            if not still:
+                break
+            going = [going[j] for j in still]
+            logits = self._next(going, chosen[still])
+        for i in drafting:
+            row = requests[i].row
+            self.proposed[row] = len(tokens[row])
+            proposals[i] = Proposal(torch.cat(tokens[row]), torch.stack(probs[row]) if probs[row] else None)
+        return proposals
+
+    def _unsure(self, logits, chosen, probs, requests: list[Request]) -> list[bool]:
+        """Whether the draft gave each row's chosen token less than stop_below_prob: its softmax for
         greedy decoding, its processed (temperature/top-k/top-p) probability when sampling. The token
         is still proposed, as transformers' ConfidenceCriteria does (it stops after appending)."""
-        q = logits.float().softmax(dim=-1) if request.sampling.greedy else probs[-1]
-        return q[token].item() < self.stop_below_prob
+        q = logits.float().softmax(dim=-1) if requests[0].sampling.greedy else torch.stack(
+            [probs[r.row][-1] for r in requests])
+        return (q[torch.arange(len(requests), device=q.device), chosen] < self.stop_below_prob).tolist()
 
-    def _catch_up(self, request: Request) -> torch.Tensor:
-        """The draft's logits after the last committed token: a prefill on the first step, else
-        a pass over the one or two committed tokens its cache has not seen yet."""
-        if self.draft.length == 0:
-            return self.draft.prefill(request.tokens, request.prefix_cache)[0][-1]
-        unseen = torch.tensor(request.tokens[self.draft.length :], device=request.device)
-        return self.draft.forward(unseen, last_only=True)[-1]
+    def _catch_up(self, requests: list[Request]) -> torch.Tensor:
+        """Each row's draft logits after its last committed token (rows, V): a prefill on a row's first
+        step, else one pass over every row's one or two committed tokens its cache has not seen yet."""
+        logits = [None] * len(requests)
+        seen = [self.draft.row_length(r.row) for r in requests]
+        for j, r in enumerate(requests):
+            if seen[j] == 0:
+                logits[j] = self.draft.prefill(r.tokens, r.prefix_cache, row=r.row)[0][-1]
+        rest = [j for j in range(len(requests)) if seen[j]]
+        if rest:
+            unseen = [torch.tensor(requests[j].tokens[seen[j]:], device=requests[j].device) for j in rest]
+            for j, row_logits in zip(rest, self.draft.forward_some([requests[j].row for j in rest], unseen,
+                                                                    last_only=True)):
+                logits[j] = row_logits
+        return torch.stack(logits)
 
-    def _next(self, token: torch.Tensor) -> torch.Tensor:
-        """The draft's logits after its own latest token."""
-        return self.draft.forward(token, last_only=True)[-1]
+    def _next(self, requests: list[Request], tokens: torch.Tensor) -> torch.Tensor:
+        """The draft's logits (rows, V) after each row's own latest token."""
+        return self.draft.forward_some([r.row for r in requests], list(tokens.view(-1, 1)), last_only=True)
 
     def on_commit(self, request: Request, accepted: int) -> None:
-        self.draft.rollback(self._kept(request, accepted))
+        row = request.row
+        self.draft.rollback(self._kept(request, accepted), row)
         if self.gamma_schedule == "heuristic":  # as transformers: grow by 2 after a fully accepted draft
-            self.length = self.length + 2 if accepted == self.proposed else max(1, self.length - 1)
+            self.length[row] = self.length[row] + 2 if accepted == self.proposed[row] else max(1, self.length[row] - 1)
 
     def _kept(self, request: Request, accepted: int) -> int:
         """How much of the draft's cache stays after a step: it holds the old tokens plus all but
         the last draft, of which the committed ones stay."""
-        return min(self.draft.length, len(request.tokens) - 1)
+        return min(self.draft.row_length(request.row), len(request.tokens) - 1)

@@ -37,19 +37,20 @@ class Eagle(DraftModel):
         if tree_nodes is not None:
             check_tree_options(target_model, tree_nodes, tree_topk, gamma_schedule, stop_below_prob)
         self.tree_nodes, self.tree_topk = tree_nodes, tree_topk
-        self.verified = 0  # draft positions fed with the target's true hidden states (kept after a step)
-        self.predicted = None  # (1, d) the draft's guess of the target's hidden state at its next position
+        self.verified = {}  # per row: draft positions fed with the target's true hidden states (kept after a step)
+        self.predicted = {}  # per row: (1, d) the draft's guess of the target's hidden state at its next position
 
     @property
     def draft_model(self):
         """The draft's decoder (`draft`'s loop runs it); `fc` maps its inputs."""
         return self.eagle.lm
 
-    def propose(self, request: Request, max_tokens: int) -> Proposal:
-        depth = min(self.gamma, max_tokens)
-        if self.tree_nodes is None or depth <= 0:
-            return super().propose(request, max_tokens)
-        return self._propose_tree(request, depth)
+    def propose_rows(self, requests: list[Request], max_tokens: list[int]) -> list[Proposal]:
+        """Chains: all rows draft together (the `draft` strategy's loop). Trees: row by row."""
+        if self.tree_nodes is None:
+            return super().propose_rows(requests, max_tokens)
+        return [self._propose_tree(r, min(self.gamma, m)) if min(self.gamma, m) > 0 else Proposal.empty(r.device)
+                for r, m in zip(requests, max_tokens)]
 
     def _propose_tree(self, request: Request, depth: int) -> Proposal:
         """EAGLE-2's dynamic tree: a node's score is the draft's joint log-probability of its path.
@@ -58,7 +59,8 @@ class Eagle(DraftModel):
         tokens, until the tree is `depth` deep or no deeper node could make the cut. Of all nodes
         proposed, the tree_nodes best-scored are verified: a node never scores above its parent,
         so they form a tree."""
-        logits, parent_hidden = self._catch_up(request), self.predicted
+        row = request.row
+        logits, parent_hidden = self._catch_up([request])[0], self.predicted[row]
         paths, parent_slots, parent_scores = [()], [-1], torch.zeros(1, device=request.device)
         seen = torch.zeros(0, 0, dtype=torch.bool, device=request.device)  # run nodes' ancestors among run nodes
         candidates = []  # (score, path, token)
@@ -75,8 +77,8 @@ class Eagle(DraftModel):
             rows = (chosen // self.tree_topk).tolist()
             parents = [parent_slots[r] for r in rows]
             seen = grown_ancestors(seen, parents)
-            logits = self.draft.forward(None, tree=DraftLevel(seen[-len(rows):], self.verified + d - 1),
-                                        embeds=self.eagle.inputs(parent_hidden[rows], tokens[chosen]))
+            logits = self.draft.forward(None, tree=DraftLevel(seen[-len(rows):], self.verified[row] + d - 1),
+                                        embeds=self.eagle.inputs(parent_hidden[rows], tokens[chosen]), row=row)
             parent_hidden, parent_scores = self.draft.hidden, scores[chosen]
             paths = [level[i][1] for i in chosen.tolist()]
             parent_slots = list(range(len(seen) - len(rows), len(seen)))
@@ -85,29 +87,36 @@ class Eagle(DraftModel):
         tree = Tree(list(best))
         return Proposal(torch.tensor([best[tuple(p)] for p in tree.choices], device=request.device), tree=tree)
 
-    def _catch_up(self, request: Request) -> torch.Tensor:
-        """Feed the positions the target verified since the draft's last pass (their true hidden
-        states, each with the token that followed it): the draft's logits for the next token. On the
-        first step these are the prompt's (its uncached part: rotary positions are relative)."""
-        if self.draft.cache is None:
-            self.draft.reset()
-        hidden = request.target_hidden
-        first = len(request.tokens) - 1 - len(hidden)
-        logits = self._forward(hidden, torch.tensor(request.tokens[first + 1 :], device=request.device))
-        self.verified = self.draft.length
+    def _catch_up(self, requests: list[Request]) -> torch.Tensor:
+        """Feed each row the positions the target verified since the draft's last pass (their true
+        hidden states, each with the token that followed it), all rows in one pass: the draft's
+        logits (rows, V) for each row's next token. On a row's first step these are the prompt's
+        (its uncached part: rotary positions are relative)."""
+        inputs = []
+        for r in requests:
+            hidden = r.target_hidden
+            first = len(r.tokens) - 1 - len(hidden)
+            inputs.append(self.eagle.inputs(hidden, torch.tensor(r.tokens[first + 1 :], device=r.device)))
+        logits = self._forward(requests, inputs)
+        for r in requests:
+            self.verified[r.row] = self.draft.row_length(r.row)
         return logits
 
-    def _next(self, token: torch.Tensor) -> torch.Tensor:
-        return self._forward(self.predicted, token)
+    def _next(self, requests: list[Request], tokens: torch.Tensor) -> torch.Tensor:
+        hidden = torch.cat([self.predicted[r.row] for r in requests])
+        return self._forward(requests, list(self.eagle.inputs(hidden, tokens)[:, None]))
 
-    def _forward(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        logits = self.draft.forward(None, last_only=True, embeds=self.eagle.inputs(hidden, tokens))[-1]
-        self.predicted = self.draft.hidden[-1:]
+    def _forward(self, requests: list[Request], inputs: list[torch.Tensor]) -> torch.Tensor:
+        """Each row's inputs (n, d) through the draft: its last logits (rows, V); each row's predicted
+        hidden state is the draft's at its last input."""
+        logits = self.draft.forward_some([r.row for r in requests], inputs, last_only=True, embeds=True)
+        for j, (r, x) in enumerate(zip(requests, inputs)):
+            self.predicted[r.row] = self.draft.hidden_rows[j, len(x) - 1 : len(x)]
         return logits
 
     def _kept(self, request: Request, accepted: int) -> int:
         # the verified positions; this step's drafts were fed predicted states, and come back with true ones
-        return self.verified
+        return self.verified[request.row]
 
 
 def cannot_enter(candidates: list, size: int, best_new: float) -> bool:

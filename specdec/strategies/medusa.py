@@ -25,6 +25,7 @@ class Medusa(Strategy):
     name = "medusa"
     needs_target_model = True
     needs_target_hidden = True
+    proposes_rows = True
     prepared_modules = ("heads", "lm_head")
 
     def __init__(self, target_model, heads="smollm2-135m-medusa", tree=None, acceptance: str = "typical",
@@ -45,7 +46,7 @@ class Medusa(Strategy):
         self.acceptance = acceptance
         self.typical = typical_acceptance(posterior_threshold, posterior_alpha)
         self.pruned: dict[int, Tree] = {}
-        self.guesses: list[tuple[int, torch.Tensor]] = []
+        self.guesses: dict[int, list[tuple[int, torch.Tensor]]] = {}  # per row: (position, heads' top-1 guesses)
 
     def tree_choices(self, tree) -> list[list[int]]:
         """strategy.tree as paths: a list of paths as given; an int N: the best N-node tree for the
@@ -73,18 +74,29 @@ class Medusa(Strategy):
         return frequent_token_head(head.weight, config["directory"], head_tokens)
 
     def begin(self, request: Request) -> None:
-        self.guesses = []
+        self.guesses[request.row] = []
+
+    def propose(self, request: Request, max_tokens: int) -> Proposal:
+        return self.propose_rows([request], [max_tokens])[0]
 
     @torch.inference_mode()
-    def propose(self, request: Request, max_tokens: int) -> Proposal:
-        if max_tokens <= 0:
-            return Proposal.empty(request.device)
-        tree = self.tree if self.tree.depth <= max_tokens else self._pruned(max_tokens)
-        logits = self.heads(request.target_hidden[-1], self.lm_head, count=tree.depth)  # (depth, V): the heads in use
-        top = logits.topk(tree.max_rank + 1, dim=-1).indices  # (depth, ranks)
-        self.guesses.append((len(request.tokens), top[:, 0]))  # head k guesses tokens[len + k]
-        index = tree.tensors(top.device)
-        return Proposal(top[index["heads"], index["ranks"]], tree=tree)
+    def propose_rows(self, requests: list[Request], max_tokens: list[int]) -> list[Proposal]:
+        """The heads of every row in one pass over their last hidden states; each row's tree is cut
+        to its own token budget."""
+        trees = [None if m <= 0 else self.tree if self.tree.depth <= m else self._pruned(m) for m in max_tokens]
+        live = [i for i, tree in enumerate(trees) if tree is not None]
+        proposals = [Proposal.empty(r.device) for r in requests]
+        if not live:
+            return proposals
+        depth, ranks = max(trees[i].depth for i in live), max(trees[i].max_rank for i in live) + 1
+        hidden = torch.stack([requests[i].target_hidden[-1] for i in live])
+        top = self.heads(hidden, self.lm_head, count=depth).topk(ranks, dim=-1).indices  # (rows, depth, ranks)
+        for j, i in enumerate(live):
+            tree, request = trees[i], requests[i]
+            self.guesses[request.row].append((len(request.tokens), top[j, : tree.depth, 0]))  # head k: tokens[len + k]
+            index = tree.tensors(top.device)
+            proposals[i] = Proposal(top[j][index["heads"], index["ranks"]], tree=tree)
+        return proposals
 
     def _pruned(self, depth: int) -> Tree:
         if depth not in self.pruned:
@@ -100,8 +112,9 @@ class Medusa(Strategy):
         """Each head's top-1 guesses checked against the tokens that were finally generated (only the
         heads the tree uses are run, so a depth-1 tree measures head 1 only)."""
         hits, checked = [0] * self.heads.num_heads, [0] * self.heads.num_heads  # heads a tree never used: 0 checked
-        if self.guesses:
-            for start, row in zip([s for s, _ in self.guesses], [g.tolist() for _, g in self.guesses]):
+        guesses = self.guesses.get(request.row, [])
+        if guesses:
+            for start, row in zip([s for s, _ in guesses], [g.tolist() for _, g in guesses]):
                 for k, token in enumerate(row):
                     if start + k < len(request.tokens):
                         checked[k] += 1
