@@ -12,6 +12,7 @@ import pytest
 from conftest import ARCHITECTURES, mimic_eagle, random_eagle, random_prompt, tiny
 from test_medusa import MEDUSA_ARCHS, random_heads
 
+from caching.prefix import PrefixCache
 from specdec import ConfigError, Decoder, GenerationConfig
 from specdec.drafts.draft_model import layer_skip_draft
 from specdec.runtime.prepare import Runtime, prepare_once, prepare_strategy
@@ -134,3 +135,22 @@ def test_a_prompt_that_does_not_fit_the_context_is_refused_before_any_work():
     with pytest.raises(ConfigError, match="exceeds the model's context"):
         decoder.generate_batch([[1, 2], [1] * context], GenerationConfig(max_new_tokens=2), batch_size=2)
     assert 2 not in decoder.targets  # refused before a cache for two rows was made
+
+
+@pytest.mark.parametrize("strategy_name", ["baseline", "draft", "eagle"])
+def test_rows_prefill_through_the_prefix_cache(strategy_name):
+    """Rows that share a system prompt hit the radix cache, each row loading into its own slot; the
+    tokens equal each prompt decoded alone without a cache."""
+    model = tiny64("llama")
+    name, options = strategies("llama", model)[strategy_name]
+    rng = random.Random(strategy_name)
+    system = random_prompt(rng, 40) + [7] * 20
+    prompts = [system + random_prompt(rng, 12) for _ in range(7)]
+    config = GenerationConfig(max_new_tokens=12)
+    alone = Decoder(model, create_strategy(name, **options), eos_token_ids=set())
+    expected = [alone.generate(p, config).token_ids for p in prompts]
+    cache = PrefixCache(max_bytes=10**8)
+    cached = Decoder(model, create_strategy(name, **options), eos_token_ids=set(), prefix_cache=cache)
+    results = cached.generate_batch(prompts, config, batch_size=3)
+    assert [r.token_ids for r in results] == expected
+    assert sum(r.metrics.cached_prompt_tokens >= len(system) for r in results) >= 4  # later rows hit the system prompt
