@@ -26,6 +26,8 @@ def row_inputs(lengths: list[int], counts: list[int], width: int, trees: list[Tr
         return None, None
     if len(lengths) == 1:  # one row with a tree: the tree's own mask, as a single sequence has it
         return trees[0].attention_mask(lengths[0], dtype, device), trees[0].position_ids(lengths[0], device)
+    if any(tree is not None and not hasattr(tree, "ancestors") for tree in trees):
+        return stacked_masks(lengths, counts, width, trees, dtype, device)
     rows = len(lengths)
     sees = torch.ones(width, width, dtype=torch.bool, device=device).tril().repeat(rows, 1, 1)
     depths = torch.arange(width, device=device).repeat(rows, 1)
@@ -42,3 +44,27 @@ def row_inputs(lengths: list[int], counts: list[int], width: int, trees: list[Tr
     visible = (relative < 0)[:, None, :] | seen_new
     mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
     return mask[:, None], start + depths
+
+
+def stacked_masks(lengths: list[int], counts: list[int], width: int, shapes: list, dtype: torch.dtype,
+                  device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row by row, for inputs that bring their own mask and positions (an EAGLE draft level: its
+    nodes see their ancestors among nodes cached before, specdec.tree.DraftLevel); other rows are
+    chains. A padding query sees the row's cached positions and itself."""
+    rows, end = len(lengths), max(lengths) + width
+    mask = torch.full((rows, 1, width, end), torch.finfo(dtype).min, dtype=dtype, device=device)
+    positions = torch.zeros(rows, width, dtype=torch.long, device=device)
+    for row, (length, count, shape) in enumerate(zip(lengths, counts, shapes)):
+        diagonal = torch.arange(width, device=device)
+        mask[row, 0, diagonal, length + diagonal] = 0
+        mask[row, 0, :, :length] = 0
+        if shape is None:
+            causal = torch.ones(count, count, dtype=torch.bool, device=device).tril()
+            mask[row, 0, :count, length : length + count] = torch.zeros(count, count, dtype=dtype, device=device) \
+                .masked_fill_(~causal, torch.finfo(dtype).min)
+            positions[row] = length + diagonal
+        else:
+            mask[row, 0, :count, : length + count] = shape.attention_mask(length, dtype, device)[0, 0]
+            own = shape.position_ids(length, device)[0]
+            positions[row, :count], positions[row, count:] = own, own[-1]
+    return mask, positions

@@ -46,46 +46,56 @@ class Eagle(DraftModel):
         return self.eagle.lm
 
     def propose_rows(self, requests: list[Request], max_tokens: list[int]) -> list[Proposal]:
-        """Chains: all rows draft together (the `draft` strategy's loop). Trees: row by row."""
+        """Chains: the `draft` strategy's loop. Trees: every row's tree grows level by level, the
+        levels of all rows in one draft pass."""
         if self.tree_nodes is None:
             return super().propose_rows(requests, max_tokens)
-        return [self._propose_tree(r, min(self.gamma, m)) if min(self.gamma, m) > 0 else Proposal.empty(r.device)
-                for r, m in zip(requests, max_tokens)]
+        depths = [min(self.gamma, m) for m in max_tokens]
+        drafting = [r for r, depth in zip(requests, depths) if depth > 0]
+        trees = iter(self._propose_trees(drafting, [d for d in depths if d > 0]) if drafting else [])
+        return [next(trees) if depth > 0 else Proposal.empty(r.device) for r, depth in zip(requests, depths)]
 
-    def _propose_tree(self, request: Request, depth: int) -> Proposal:
-        """EAGLE-2's dynamic tree: a node's score is the draft's joint log-probability of its path.
-        Depth by depth, the tree_topk best-scored new nodes go through the draft in one pass (each
-        sees the verified positions and its ancestors) and each proposes its tree_topk best next
-        tokens, until the tree is `depth` deep or no deeper node could make the cut. Of all nodes
-        proposed, the tree_nodes best-scored are verified: a node never scores above its parent,
-        so they form a tree."""
-        row = request.row
-        logits, parent_hidden = self._catch_up([request])[0], self.predicted[row]
-        paths, parent_slots, parent_scores = [()], [-1], torch.zeros(1, device=request.device)
-        seen = torch.zeros(0, 0, dtype=torch.bool, device=request.device)  # run nodes' ancestors among run nodes
-        candidates = []  # (score, path, token)
-        for d in range(1, depth + 1):
-            top = logits.float().log_softmax(dim=-1).topk(self.tree_topk, dim=-1)
-            scores = (parent_scores[:, None] + top.values).flatten()
-            tokens = top.indices.flatten()
-            level = [(s, paths[i // self.tree_topk] + (i % self.tree_topk,), t)
-                     for i, (s, t) in enumerate(zip(scores.tolist(), tokens.tolist()))]
-            candidates += level
-            if d == depth or cannot_enter(candidates, self.tree_nodes, max(s for s, _, _ in level)):
+    def _propose_trees(self, requests: list[Request], depths: list[int]) -> list[Proposal]:
+        """EAGLE-2's dynamic trees: a node's score is the draft's joint log-probability of its path.
+        Depth by depth, each row's tree_topk best-scored new nodes go through the draft (each sees
+        the verified positions and its ancestors; all rows in one pass) and each proposes its
+        tree_topk best next tokens, until the tree is its depth deep or no deeper node could make
+        the cut. Of all nodes proposed, the tree_nodes best-scored are verified: a node never
+        scores above its parent, so they form a tree."""
+        logits = self._catch_up(requests)
+        growing = [GrowingTree(r, depth, logits[j], self.predicted[r.row]) for j, (r, depth) in enumerate(zip(requests, depths))]
+        trees, level = list(growing), 1
+        while growing:
+            grown = [(g, self._grow(g, level)) for g in growing]
+            growing = [g for g, frontier in grown if frontier is not None]
+            if not growing:
                 break
-            chosen = scores.topk(min(self.tree_topk, len(level))).indices  # the frontier to run through the draft
-            rows = (chosen // self.tree_topk).tolist()
-            parents = [parent_slots[r] for r in rows]
-            seen = grown_ancestors(seen, parents)
-            logits = self.draft.forward(None, tree=DraftLevel(seen[-len(rows):], self.verified[row] + d - 1),
-                                        embeds=self.eagle.inputs(parent_hidden[rows], tokens[chosen]), row=row)
-            parent_hidden, parent_scores = self.draft.hidden, scores[chosen]
-            paths = [level[i][1] for i in chosen.tolist()]
-            parent_slots = list(range(len(seen) - len(rows), len(seen)))
-        candidates.sort(key=lambda c: (-c[0], len(c[1])))
-        best = {path: token for _, path, token in candidates[: self.tree_nodes]}
-        tree = Tree(list(best))
-        return Proposal(torch.tensor([best[tuple(p)] for p in tree.choices], device=request.device), tree=tree)
+            frontiers = [frontier for _, frontier in grown if frontier is not None]
+            logits = self.draft.forward_some([g.request.row for g in growing], [inputs for inputs, _ in frontiers],
+                                             [shape for _, shape in frontiers], embeds=True)
+            for j, (g, (inputs, _)) in enumerate(zip(growing, frontiers)):
+                g.logits, g.parent_hidden = logits[j, : len(inputs)], self.draft.hidden_rows[j, : len(inputs)]
+            level += 1
+        return [g.best(self.tree_nodes) for g in trees]
+
+    def _grow(self, g: "GrowingTree", d: int):
+        """Score level d of row g's tree; the next frontier's draft inputs and mask (DraftLevel), or
+        None when the tree is done."""
+        top = g.logits.float().log_softmax(dim=-1).topk(self.tree_topk, dim=-1)
+        scores = (g.parent_scores[:, None] + top.values).flatten()
+        tokens = top.indices.flatten()
+        level = [(s, g.paths[i // self.tree_topk] + (i % self.tree_topk,), t)
+                 for i, (s, t) in enumerate(zip(scores.tolist(), tokens.tolist()))]
+        g.candidates += level
+        if d == g.depth or cannot_enter(g.candidates, self.tree_nodes, max(s for s, _, _ in level)):
+            return None
+        chosen = scores.topk(min(self.tree_topk, len(level))).indices  # the frontier to run through the draft
+        rows = (chosen // self.tree_topk).tolist()
+        g.seen = grown_ancestors(g.seen, [g.parent_slots[r] for r in rows])
+        inputs = self.eagle.inputs(g.parent_hidden[rows], tokens[chosen])
+        g.parent_scores, g.paths = scores[chosen], [level[i][1] for i in chosen.tolist()]
+        g.parent_slots = list(range(len(g.seen) - len(rows), len(g.seen)))
+        return inputs, DraftLevel(g.seen[-len(rows):], self.verified[g.request.row] + d - 1)
 
     def _catch_up(self, requests: list[Request]) -> torch.Tensor:
         """Feed each row the positions the target verified since the draft's last pass (their true
@@ -117,6 +127,24 @@ class Eagle(DraftModel):
     def _kept(self, request: Request, accepted: int) -> int:
         # the verified positions; this step's drafts were fed predicted states, and come back with true ones
         return self.verified[request.row]
+
+
+class GrowingTree:
+    """One row's EAGLE-2 tree while it is drafted: its candidates so far and its frontier."""
+
+    def __init__(self, request: Request, depth: int, logits: torch.Tensor, hidden: torch.Tensor):
+        self.request, self.depth = request, depth
+        self.logits, self.parent_hidden = logits, hidden  # the frontier's draft scores and hidden states
+        self.paths, self.parent_slots = [()], [-1]
+        self.parent_scores = torch.zeros(1, device=request.device)
+        self.seen = torch.zeros(0, 0, dtype=torch.bool, device=request.device)  # run nodes' ancestors among run nodes
+        self.candidates = []  # (score, path, token)
+
+    def best(self, size: int) -> Proposal:
+        self.candidates.sort(key=lambda c: (-c[0], len(c[1])))
+        best = {path: token for _, path, token in self.candidates[:size]}
+        tree = Tree(list(best))
+        return Proposal(torch.tensor([best[tuple(p)] for p in tree.choices], device=self.request.device), tree=tree)
 
 
 def cannot_enter(candidates: list, size: int, best_new: float) -> bool:
