@@ -1,7 +1,8 @@
-"""Every setting of experiments.run and experiments.bench, checked for type and range before any
-model loads: a bad value is one ConfigError line naming the fix (the CLI's exit status 2), not a
-traceback from deep inside torch minutes later, nor a silently wrong run. The strategies'
-constructors and the loaders keep their own checks for library use; these come first."""
+"""Every setting of experiments.run, experiments.bench and experiments.batch_sweep, checked for
+type and range before any model loads: a bad value is one ConfigError line naming the fix (the
+CLI's exit status 2), not a traceback from deep inside torch minutes later, nor a silently wrong
+run. The strategies' constructors and the loaders keep their own checks for library use; these
+come first."""
 
 import inspect
 from collections.abc import Callable, Mapping
@@ -81,6 +82,21 @@ def validate(cfg: DictConfig, strategies: dict[str, dict]) -> None:
     check_anchors(settings["anchors"], strategies, settings["generation"].get("batch_size", 1))
     if "cost_model_max_k" in settings:
         check_value("cost_model_max_k", settings["cost_model_max_k"], POSITIVE_INT)
+    if "batch_sizes" in settings:  # experiments.batch_sweep
+        check_batch_sweep(settings)
+
+
+def check_batch_sweep(settings: dict) -> None:
+    """batch_sizes, repeats, and only anchors that decode several prompts at once."""
+    sizes = settings["batch_sizes"]
+    if not isinstance(sizes, list) or not sizes or not all(POSITIVE_INT[0](b) for b in sizes):
+        raise ConfigError(f"batch_sizes must be a non-empty list of integers >= 1 (got {sizes!r}): "
+                          "e.g. batch_sizes=[1,2,4,8]")
+    check_value("repeats", settings["repeats"], POSITIVE_INT)
+    for anchor in settings["anchors"]:
+        if not ANCHORS[anchor].batched:
+            raise ConfigError(f"anchor {anchor} decodes one prompt at a time in transformers: drop it from "
+                              "anchors (e.g. anchors=[hf_generate])")
 
 
 def check_generation(generation: dict) -> None:
