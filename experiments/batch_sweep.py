@@ -65,17 +65,21 @@ def batch_sweep(cfg: DictConfig, run_dir: Path) -> str:
     atomic_write_text(run_dir / "run_info.json", json.dumps(
         {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(), **environment(device)}, indent=2))
 
-    requests = {"prompts": [p["input_ids"] for p in prompts], "seeds": [cfg.runtime.seed + i for i in range(len(prompts))],
-                "salts": [p.get("salt") for p in prompts]}
+    requests = {"prompts": [p["input_ids"] for p in prompts], "salts": [p.get("salt") for p in prompts],
+                "seeds": [cfg.runtime.seed + i for i in range(len(prompts))]}
     if cfg.runtime.warmup:
-        warmup = GenerationConfig(**{**vars(generation), "max_new_tokens": min(16, generation.max_new_tokens)})
-        for batch in batch_sizes:
-            for runner in runners.values():
-                runner.generate_batch(**{k: v[:batch] for k, v in requests.items()}, config=warmup, batch_size=batch)
+        warm_up(runners, requests, generation, batch_sizes)
     calls = timed_calls(runners, requests, generation, batch_sizes, cfg, device)
-
     predictions, costs = cost_model(runners, strategies, calls, batch_sizes)
     return write_batch_report(batch_rows(calls, predictions, generation.sampling.greedy), costs, run_dir)
+
+
+def warm_up(runners: dict, requests: dict, generation: GenerationConfig, batch_sizes: list[int]) -> None:
+    """Every runner once at every batch size, on the first prompts, untimed (16 new tokens at most)."""
+    warmup = GenerationConfig(**{**vars(generation), "max_new_tokens": min(16, generation.max_new_tokens)})
+    for batch in batch_sizes:
+        for runner in runners.values():
+            runner.generate_batch(**{k: v[:batch] for k, v in requests.items()}, config=warmup, batch_size=batch)
 
 
 def timed_calls(runners: dict, requests: dict, generation: GenerationConfig, batch_sizes: list[int],
