@@ -7,6 +7,7 @@ import time
 import torch
 from transformers.generation.stopping_criteria import StopStringCriteria
 
+from specdec.batch import check_batch_size
 from specdec.decoding import GenerationConfig, GenerationResult, sync
 from specdec.metrics import RequestMetrics
 
@@ -32,7 +33,6 @@ class HFGenerate:
     name = "hf_generate"
     mirrors = None  # the strategy whose settings this anchor copies, run once per such strategy
     settings = ()  # the mirrored strategy's options this anchor uses (they name it: hf_assisted(gamma=4))
-    batched = True  # generate() takes several prompts at once (transformers' assisted generation takes one)
 
     def __init__(self, model, tokenizer, eos_token_ids, **_):
         self.model, self.tokenizer, self.eos_token_ids = model, tokenizer, sorted(eos_token_ids)
@@ -47,14 +47,17 @@ class HFGenerate:
         """As Decoder.generate; `salt` only matters to a prefix cache, which anchors have none of."""
         return self._generate_chunk([list(prompt_ids)], config, seed)[0]
 
-    def generate_batch(self, prompts: list[list[int]], config: GenerationConfig, batch_size: int = 1,
+    def generate_batch(self, prompts: list[list[int]], config: GenerationConfig, batch_size: int | None = None,
                        seeds: list[int | None] | None = None,
                        salts: list[str | None] | None = None) -> list[GenerationResult]:
-        """As Decoder.generate_batch, by static batching (what generate() does): consecutive chunks
-        of `batch_size` prompts, left-padded, one generate() call each, seeded by the chunk's first
-        seed. Each request reports its chunk's first-token time as ttft, the chunk's time as total
-        and the chunk's passes as target_forwards. Padded rows may pick other greedy tokens than
-        batch 1 in low precision; experiments.batch_sweep's match_single shows how often."""
+        """As Decoder.generate_batch (`batch_size` defaults to config.batch_size), by static batching,
+        what generate() does: consecutive chunks of `batch_size` prompts, left-padded, one generate()
+        call each, seeded by the chunk's first seed. Each request reports its chunk's first-token
+        time as ttft, the chunk's time as total and the chunk's passes as target_forwards. Padded
+        rows may pick other greedy tokens than batch 1 in low precision; experiments.batch_sweep's
+        match_single shows how often."""
+        batch_size = config.batch_size if batch_size is None else batch_size
+        check_batch_size(batch_size)
         seeds = seeds or [None] * len(prompts)
         return [result for start in range(0, len(prompts), batch_size)
                 for result in self._generate_chunk(prompts[start : start + batch_size], config, seeds[start])]
@@ -119,7 +122,6 @@ class HFAssisted(HFGenerate):
     name = "hf_assisted"
     mirrors = "draft"
     settings = ("gamma", "stop_below_prob")
-    batched = False
 
     def __init__(self, model, tokenizer, eos_token_ids, draft=None, gamma: int = 4, stop_below_prob: float = 0.0, **_):
         super().__init__(model, tokenizer, eos_token_ids)
@@ -141,7 +143,6 @@ class HFPromptLookup(HFGenerate):
     name = "hf_prompt_lookup"
     mirrors = "prompt_lookup"
     settings = ("max_ngram", "num_tokens")
-    batched = False
 
     def __init__(self, model, tokenizer, eos_token_ids, max_ngram: int = 3, num_tokens: int = 10, **_):
         super().__init__(model, tokenizer, eos_token_ids)
