@@ -102,6 +102,7 @@ RUN_ROWS = [  # overrides of `python -m experiments.run model=tiny-random`, a fr
     ("strategy=baseline anchors=[hf_assisted]", "anchor hf_assisted mirrors strategy 'draft': run it too"),
     ("anchors=hf_generate", "anchors must be a list (got 'hf_generate'): e.g. anchors=[hf_generate]"),
     ("cache=radix cache.order=random", "unknown cache.order 'random': use one of fifo, longest_prefix"),
+    ("generation.batch_size=2 anchors=[hf_assisted]", "anchor hf_assisted decodes one sequence at a time"),
 ]
 BENCH_ROWS = [  # overrides of `python -m experiments.bench model=tiny-random`
     ("matrix=[]", "matrix must be a non-empty list of strategies"),
@@ -123,7 +124,9 @@ BATCH_SWEEP_ROWS = [  # overrides of `python -m experiments.batch_sweep model=ti
     ("batch_sizes=[true]", "batch_sizes must be a non-empty list of integers >= 1"),
     ("batch_sizes=null", "batch_sizes must be a non-empty list of integers >= 1 (got None)"),
     ("repeats=0", "repeats must be an integer >= 1 (got 0)"),
-    ("anchors=[hf_generate,hf_assisted]", "anchor hf_assisted decodes one prompt at a time in transformers: drop it"),
+    ("anchors=[hf_generate,hf_assisted]", "anchor hf_assisted decodes one sequence at a time"),
+    ("generation.batch_size=4", "sets the batch size from batch_sizes: drop generation.batch_size"),
+    ("runtime.kv_cache=dynamic", "batch sizes above 1 need runtime.kv_cache=preallocated (per-row lengths)"),
     ("matrix=[]", "matrix must be a non-empty list of strategies"),
     ("generation.max_new_tokens=0", "generation.max_new_tokens must be an integer >= 1"),
 ]
