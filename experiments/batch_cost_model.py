@@ -8,25 +8,24 @@ tokens it commits: at batch size B a strategy's predicted (steady-state decode) 
 
 with tokens_per_step, the width (its longest proposal + 1: a batch pads every row to it) and
 its propose() time per step measured in the strategy's own run at the smallest batch size, and
-propose() assumed to grow with B as a one-token target pass does. Verify costs are timed in the
-same process; the crossover batch size is the smallest one whose speedup falls below 1.
+propose() assumed to grow with B as a one-token target pass does. Verify passes are timed in the
+same process, as the decoding loop runs them; the crossover batch size is the smallest one whose
+speedup falls below 1.
 """
 
 import time
 from collections.abc import Callable
 
 import torch
-from transformers import DynamicCache
 
 from experiments.cost_model import median_ms
 from specdec.decoding import sync
-from specdec.runtime.cached_model import cache_argument
+from specdec.runtime.cached_model import CachedModel
 
 
-def pass_timer(run: Callable[[], None], device: torch.device,
+def pass_timer(run: Callable[[], object], device: torch.device,
                undo: Callable[[], None] | None = None) -> Callable[[], float]:
-    """A function timing one call of `run` (any verify pass: a batched CachedModel's once it
-    exists, or stock_verify_timers' plain forward), then calling `undo` untimed."""
+    """A function timing one call of `run` (any verify pass), then calling `undo` untimed."""
     def timed() -> float:
         sync(device)
         start = time.perf_counter()
@@ -40,21 +39,23 @@ def pass_timer(run: Callable[[], None], device: torch.device,
     return timed
 
 
-def stock_verify_timers(model, batch: int, widths: list[int], context: int) -> dict[int, Callable[[], float]]:
-    """width -> a timer of one `model(input_ids=(batch, width))` pass after a transformers DynamicCache
-    prefilled with `context` random tokens a row, cropped back to them after each pass."""
-    device, vocab = next(model.parameters()).device, model.config.vocab_size
-    cache, argument = DynamicCache(config=model.config), cache_argument(model)
+def verify_timers(model, kv_cache: str, batch: int, widths: list[int], context: int) -> dict[int, Callable[[], float]]:
+    """width -> a timer of the decoding loop's verify pass (CachedModel.forward_some) over `batch`
+    rows of `width` new tokens, each row holding `context` random tokens, rolled back to them after
+    each pass."""
+    cached = CachedModel(model, kv_cache, rows=batch)
+    vocab, rows = model.config.vocab_size, list(range(batch))
+    for row in rows:
+        cached.prefill(torch.randint(0, vocab, (context,)).tolist(), row=row)
 
-    @torch.inference_mode()
-    def forward(ids: torch.Tensor) -> None:
-        model(input_ids=ids, use_cache=True, **{argument: cache})
+    def undo() -> None:
+        for row in rows:
+            cached.rollback(context, row)
 
-    forward(torch.randint(0, vocab, (batch, context), device=device))
     timers = {}
     for width in widths:
-        ids = torch.randint(0, vocab, (batch, width), device=device)
-        timers[width] = pass_timer(lambda ids=ids: forward(ids), device, lambda width=width: cache.crop(-width))
+        inputs = [torch.randint(0, vocab, (width,), device=cached.device) for _ in rows]
+        timers[width] = pass_timer(lambda inputs=inputs: cached.forward_some(rows, inputs), cached.device, undo)
     return timers
 
 

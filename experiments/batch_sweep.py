@@ -21,8 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from experiments.batch_cost_model import (measure_batch_costs, predict_batch_speedup, step_profile,
-                                          stock_verify_timers)
+from experiments.batch_cost_model import measure_batch_costs, predict_batch_speedup, step_profile, verify_timers
 from experiments.batch_report import batch_rows, write_batch_report
 from experiments.bench import matrix_strategies
 from experiments.cost_model import typical_context
@@ -70,7 +69,7 @@ def batch_sweep(cfg: DictConfig, run_dir: Path) -> str:
     if cfg.runtime.warmup:
         warm_up(runners, requests, generation, batch_sizes)
     calls = timed_calls(runners, requests, generation, batch_sizes, cfg, device)
-    predictions, costs = cost_model(runners, strategies, calls, batch_sizes)
+    predictions, costs = cost_model(runners, strategies, calls, batch_sizes, cfg.runtime.kv_cache)
     return write_batch_report(batch_rows(calls, predictions, generation.sampling.greedy), costs, run_dir)
 
 
@@ -102,17 +101,17 @@ def timed_calls(runners: dict, requests: dict, generation: GenerationConfig, bat
     return calls
 
 
-def cost_model(runners: dict, strategies: dict[str, dict], calls: list[dict],
-               batch_sizes: list[int]) -> tuple[dict[tuple[str, int], float], dict]:
+def cost_model(runners: dict, strategies: dict[str, dict], calls: list[dict], batch_sizes: list[int],
+               kv_cache: str) -> tuple[dict[tuple[str, int], float], dict]:
     """((strategy, batch size) -> predicted speedup, the measured costs): each strategy's step profile
     from its first call at the smallest batch size, verify passes of our target timed at every batch size."""
     first = {c["strategy"]: c["records"] for c in calls if c["batch_size"] == batch_sizes[0] and c["repeat"] == 0}
     profiles = {label: step_profile(first[label]) for label in strategies if label != "baseline"}
     widths = sorted({1, *(p["width"] for p in profiles.values())})
     context = typical_context(first["baseline"])
-    model = runners["baseline"].target.model  # our prepared target, as the runners run it
+    model = runners["baseline"].target_model  # our prepared target, as the runners run it
     log.info("timing verify passes of widths %s at batch sizes %s after %d tokens", widths, batch_sizes, context)
-    verify_ms = measure_batch_costs(lambda batch: stock_verify_timers(model, batch, widths, context),
+    verify_ms = measure_batch_costs(lambda batch: verify_timers(model, kv_cache, batch, widths, context),
                                     sorted({1, *batch_sizes}))
     predictions = {("baseline", batch): 1.0 for batch in batch_sizes}
     for label, profile in profiles.items():
