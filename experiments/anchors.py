@@ -5,7 +5,9 @@ import copy
 import time
 
 import torch
+from transformers.generation.stopping_criteria import StopStringCriteria
 
+from specdec.batch import check_batch_size
 from specdec.decoding import GenerationConfig, GenerationResult, sync
 from specdec.metrics import RequestMetrics
 
@@ -40,34 +42,76 @@ class HFGenerate:
         """generate() arguments that make this anchor what it is."""
         return {}
 
-    @torch.inference_mode()
     def generate(self, prompt_ids, config: GenerationConfig, seed: int | None = None,
                  salt: str | None = None) -> GenerationResult:
         """As Decoder.generate; `salt` only matters to a prefix cache, which anchors have none of."""
+        return self._generate_chunk([list(prompt_ids)], config, seed)[0]
+
+    def generate_batch(self, prompts: list[list[int]], config: GenerationConfig, batch_size: int | None = None,
+                       seeds: list[int | None] | None = None,
+                       salts: list[str | None] | None = None) -> list[GenerationResult]:
+        """As Decoder.generate_batch (`batch_size` defaults to config.batch_size), by static batching,
+        what generate() does: consecutive chunks of `batch_size` prompts, left-padded, one generate()
+        call each, seeded by the chunk's first seed. Each request reports its chunk's first-token
+        time as ttft, the chunk's time as total and the chunk's passes as target_forwards. Padded
+        rows may pick other greedy tokens than batch 1 in low precision; experiments.batch_sweep's
+        match_single shows how often."""
+        batch_size = config.batch_size if batch_size is None else batch_size
+        check_batch_size(batch_size)
+        seeds = seeds or [None] * len(prompts)
+        return [result for start in range(0, len(prompts), batch_size)
+                for result in self._generate_chunk(prompts[start : start + batch_size], config, seeds[start])]
+
+    @torch.inference_mode()
+    def _generate_chunk(self, prompts: list[list[int]], config: GenerationConfig,
+                        seed: int | None) -> list[GenerationResult]:
         sampling = config.sampling
         kwargs = dict(do_sample=False) if sampling.greedy else dict(
             do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k or None, top_p=sampling.top_p)
         if config.stop_strings:
             kwargs.update(stop_strings=list(config.stop_strings), tokenizer=self.tokenizer)
         torch.manual_seed(seed or 0)
-        inputs = torch.tensor([list(prompt_ids)], device=self.device)
+        width, pad = max(map(len, prompts)), self.eos_token_ids[0]
+        inputs = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         clock, forwards = _FirstTokenClock(), []
         hook = self.model.register_forward_pre_hook(lambda *_: forwards.append(1))  # target passes, for mean_accepted
         sync(self.device)
         start = time.perf_counter()
         try:
-            out = self.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=config.max_new_tokens,
-                                      eos_token_id=self.eos_token_ids, pad_token_id=self.eos_token_ids[0], streamer=clock,
+            out = self.model.generate(inputs, attention_mask=mask, max_new_tokens=config.max_new_tokens,
+                                      eos_token_id=self.eos_token_ids, pad_token_id=pad, streamer=clock,
                                       **kwargs, **self.options())
             sync(self.device)
         finally:
             hook.remove()
         total = time.perf_counter() - start
-        tokens = out[0, inputs.shape[1]:].tolist()
-        metrics = RequestMetrics(prompt_tokens=len(prompt_ids), new_tokens=len(tokens), target_forwards=len(forwards),
-                                 ttft_s=(clock.first or time.perf_counter()) - start, total_s=total)
-        reason = "eos" if tokens and tokens[-1] in self.eos_token_ids else "length"
-        return GenerationResult(tokens, reason, metrics)
+        ttft = (clock.first or time.perf_counter()) - start
+        results = []
+        for prompt, (tokens, reason) in zip(prompts, self._own_tokens(out, width, config)):
+            metrics = RequestMetrics(prompt_tokens=len(prompt), new_tokens=len(tokens), target_forwards=len(forwards),
+                                     ttft_s=ttft, total_s=total)
+            results.append(GenerationResult(tokens, reason, metrics))
+        return results
+
+    def _own_tokens(self, out: torch.Tensor, width: int, config: GenerationConfig) -> list[tuple[list[int], str]]:
+        """Each row's new tokens and why it stopped: a row that finished before the chunk's last goes
+        on with padding, so it is cut where generate() stopped it (at its first EOS, or where
+        transformers' own stop-string check first fires)."""
+        stops = [None] * out.shape[0]
+        if config.stop_strings:
+            check = StopStringCriteria(self.tokenizer, list(config.stop_strings))
+            for i in range(out.shape[1] - width):
+                for row in check(out[:, : width + i + 1], None).nonzero().flatten().tolist():
+                    stops[row] = i if stops[row] is None else stops[row]
+        results = []
+        for row, stop in zip(out[:, width:].tolist(), stops):
+            eos = next((i for i, token in enumerate(row) if token in self.eos_token_ids), None)
+            if eos is not None and (stop is None or eos <= stop):
+                results.append((row[: eos + 1], "eos"))
+            else:
+                results.append((row, "length") if stop is None else (row[: stop + 1], "stop_string"))
+        return results
 
 
 class HFAssisted(HFGenerate):

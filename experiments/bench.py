@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.cost_model import best_gamma, measure_costs, predict_speedup
+from experiments.cost_model import best_gamma, measure_costs, predict_speedup, typical_context
 from experiments.bench_report import overall_table, write_report
 from experiments.run import experiment_prompts, run_experiment, strategy_label, strategy_name
 from experiments.run_records import load_run
@@ -73,7 +73,7 @@ def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict], prom
                            cfg.draft.get("head_tokens"))
         draft = prepare(draft, Runtime.of(cfg.runtime))
     baseline = records["baseline"]
-    context = round(sum(r["prompt_tokens"] + r["new_tokens"] / 2 for r in baseline) / len(baseline))
+    context = typical_context(baseline)
     longest = max((p for recs in records.values() for r in recs for p in r["proposed_per_step"]), default=0)
     ours = prepare(target, Runtime.of(cfg.runtime))
     costs = measure_costs(ours, draft, cfg.runtime.kv_cache,

@@ -19,6 +19,11 @@ from experiments.profile_step import step_timer
 from specdec.runtime.cached_model import CachedModel
 
 
+def typical_context(baseline: list[dict]) -> int:
+    """Cached tokens of a typical decode step of the baseline's records: prompt + half the answer."""
+    return round(sum(r["prompt_tokens"] + r["new_tokens"] / 2 for r in baseline) / len(baseline))
+
+
 def measure_costs(target, draft, kv_cache: str, context_tokens: int, max_k: int, repeats: int = 10) -> dict:
     """Median ms of a target pass over k = 1..max_k new tokens and of one draft token, after
     `context_tokens` cached tokens; interleaved, after one warm-up round."""
@@ -31,17 +36,24 @@ def measure_costs(target, draft, kv_cache: str, context_tokens: int, max_k: int,
     timers = {("target", k): step_timer(models["target"], k, context_tokens) for k in range(1, max_k + 1)}
     if draft is not None:
         timers["draft", 1] = step_timer(models["draft"], 1, context_tokens)
+    ms = median_ms(timers, repeats)
+    return {
+        "context_tokens": context_tokens,
+        "verify_ms": {k: ms["target", k] for k in range(1, max_k + 1)},
+        "draft_ms": ms["draft", 1] if draft is not None else 0.0,
+    }
+
+
+def median_ms(timers: dict, repeats: int) -> dict:
+    """key -> median ms of `repeats` calls of timers[key] (each returns its seconds), interleaved
+    round by round so that drift hits every key alike, after one untimed round."""
     samples = {key: [] for key in timers}
     for round_ in range(repeats + 1):
         for key, timer in timers.items():
             elapsed = timer()
             if round_:
                 samples[key].append(elapsed * 1000)
-    return {
-        "context_tokens": context_tokens,
-        "verify_ms": {k: statistics.median(samples["target", k]) for k in range(1, max_k + 1)},
-        "draft_ms": statistics.median(samples["draft", 1]) if draft is not None else 0.0,
-    }
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def expected_tokens(acceptance: list[float], proposed: int) -> float:

@@ -1,7 +1,8 @@
-"""Every setting of experiments.run and experiments.bench, checked for type and range before any
-model loads: a bad value is one ConfigError line naming the fix (the CLI's exit status 2), not a
-traceback from deep inside torch minutes later, nor a silently wrong run. The strategies'
-constructors and the loaders keep their own checks for library use; these come first."""
+"""Every setting of experiments.run, experiments.bench and experiments.batch_sweep, checked for
+type and range before any model loads: a bad value is one ConfigError line naming the fix (the
+CLI's exit status 2), not a traceback from deep inside torch minutes later, nor a silently wrong
+run. The strategies' constructors and the loaders keep their own checks for library use; these
+come first."""
 
 import inspect
 from collections.abc import Callable, Mapping
@@ -81,6 +82,24 @@ def validate(cfg: DictConfig, strategies: dict[str, dict]) -> None:
     check_anchors(settings["anchors"], strategies, settings["generation"].get("batch_size", 1))
     if "cost_model_max_k" in settings:
         check_value("cost_model_max_k", settings["cost_model_max_k"], POSITIVE_INT)
+    if "batch_sizes" in settings:  # experiments.batch_sweep
+        check_batch_sweep(settings, strategies)
+
+
+def check_batch_sweep(settings: dict, strategies: dict[str, dict]) -> None:
+    """batch_sizes (which replace generation.batch_size), repeats, and what batches need: the
+    preallocated KV cache and anchors that decode several prompts at once."""
+    sizes = settings["batch_sizes"]
+    if not isinstance(sizes, list) or not sizes or not all(POSITIVE_INT[0](b) for b in sizes):
+        raise ConfigError(f"batch_sizes must be a non-empty list of integers >= 1 (got {sizes!r}): "
+                          "e.g. batch_sizes=[1,2,4,8]")
+    check_value("repeats", settings["repeats"], POSITIVE_INT)
+    if settings["generation"].get("batch_size", 1) != 1:
+        raise ConfigError("experiments.batch_sweep sets the batch size from batch_sizes: drop generation.batch_size")
+    if max(sizes) > 1 and settings["runtime"]["kv_cache"] != "preallocated":
+        raise ConfigError("batch sizes above 1 need runtime.kv_cache=preallocated (per-row lengths): drop "
+                          "runtime.kv_cache=dynamic, or use batch_sizes=[1]")
+    check_anchors(settings["anchors"], strategies, max(sizes))
 
 
 def check_generation(generation: dict) -> None:
@@ -133,7 +152,7 @@ def check_anchors(anchors, strategies: dict[str, dict], batch_size: int = 1) -> 
                               f"or drop {anchor} from anchors")
         if batch_size != 1 and mirrors is not None:
             raise ConfigError(f"anchor {anchor} decodes one sequence at a time (transformers' assisted generation "
-                              f"and prompt lookup do not batch): drop it from anchors, or set generation.batch_size=1")
+                              "and prompt lookup do not batch): drop it from anchors, or decode one request at a time")
 
 
 def check_matrix(matrix) -> list[dict]:

@@ -1,9 +1,10 @@
-"""The bad-input table: settings of experiments.run and experiments.bench, prompt files and
-generation settings that cannot work. Each gets one ConfigError line that names the fix before
-any model loads (the CLI's exit status 2), never a traceback or a silently wrong run. Most rows
-run in-process through the entry points' own path (Hydra's compose, then run_experiment, which
-checks everything before it loads a model); a few run the real CLI. Run directories and shipped
-files have their tables in tests/test_resume.py and tests/test_shipped_files.py."""
+"""The bad-input table: settings of experiments.run, experiments.bench and experiments.batch_sweep,
+prompt files and generation settings that cannot work. Each gets one ConfigError line that names
+the fix before any model loads (the CLI's exit status 2), never a traceback or a silently wrong
+run. Most rows run in-process through the entry points' own path (Hydra's compose, then
+run_experiment or batch_sweep, which check everything before they load a model); a few run the
+real CLI. Run directories and shipped files have their tables in tests/test_resume.py and
+tests/test_shipped_files.py."""
 
 import os
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from conftest import tiny
 from hydra import compose, initialize_config_dir
 
+from experiments.batch_sweep import batch_sweep
 from experiments.bench import matrix_strategies
 from experiments.prompts import load_prompts
 from experiments.run import run_experiment
@@ -100,6 +102,7 @@ RUN_ROWS = [  # overrides of `python -m experiments.run model=tiny-random`, a fr
     ("strategy=baseline anchors=[hf_assisted]", "anchor hf_assisted mirrors strategy 'draft': run it too"),
     ("anchors=hf_generate", "anchors must be a list (got 'hf_generate'): e.g. anchors=[hf_generate]"),
     ("cache=radix cache.order=random", "unknown cache.order 'random': use one of fifo, longest_prefix"),
+    ("generation.batch_size=2 anchors=[hf_assisted]", "anchor hf_assisted decodes one sequence at a time"),
 ]
 BENCH_ROWS = [  # overrides of `python -m experiments.bench model=tiny-random`
     ("matrix=[]", "matrix must be a non-empty list of strategies"),
@@ -111,6 +114,27 @@ BENCH_ROWS = [  # overrides of `python -m experiments.bench model=tiny-random`
     ("cost_model_max_k=0", "cost_model_max_k must be an integer >= 1"),
     ("generation.temperature=warm", "generation.temperature must be a number >= 0"),
 ]
+BATCH_SWEEP_ROWS = [  # overrides of `python -m experiments.batch_sweep model=tiny-random`
+    ("batch_sizes=[]", "batch_sizes must be a non-empty list of integers >= 1 (got []): e.g. batch_sizes=[1,2,4,8]"),
+    ("batch_sizes=4", "batch_sizes must be a non-empty list of integers >= 1 (got 4)"),
+    ("batch_sizes=[1,0]", "batch_sizes must be a non-empty list of integers >= 1 (got [1, 0])"),
+    ("batch_sizes=[-2]", "batch_sizes must be a non-empty list of integers >= 1"),
+    ("batch_sizes=[2.5]", "batch_sizes must be a non-empty list of integers >= 1"),
+    ("batch_sizes=[two]", "batch_sizes must be a non-empty list of integers >= 1"),
+    ("batch_sizes=[true]", "batch_sizes must be a non-empty list of integers >= 1"),
+    ("batch_sizes=null", "batch_sizes must be a non-empty list of integers >= 1 (got None)"),
+    ("repeats=0", "repeats must be an integer >= 1 (got 0)"),
+    ("anchors=[hf_generate,hf_assisted]", "anchor hf_assisted decodes one sequence at a time"),
+    ("generation.batch_size=4", "sets the batch size from batch_sizes: drop generation.batch_size"),
+    ("runtime.kv_cache=dynamic", "batch sizes above 1 need runtime.kv_cache=preallocated (per-row lengths)"),
+    ("matrix=[]", "matrix must be a non-empty list of strategies"),
+    ("generation.max_new_tokens=0", "generation.max_new_tokens must be an integer >= 1"),
+]
+ENTRY_POINTS = {  # config name -> the entry point's own path, which checks every setting before a model loads
+    "config": run_experiment,
+    "bench": lambda cfg, run_dir: run_experiment(cfg, run_dir, matrix_strategies(cfg.matrix)),
+    "batch_sweep": batch_sweep,
+}
 PROMPT_FILES = [  # a prompt file's content, a fragment of the error
     ('{"prompt": 5}\n', 'line 1: "prompt" must be a non-empty string (got 5): quote it'),
     ('{"prompt": ""}\n', '"prompt" must be a non-empty string'),
@@ -150,7 +174,7 @@ def entry_point_error(config: str, overrides: str, run_dir: Path) -> str:
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config, overrides=["model=tiny-random", *overrides.split()])
         with pytest.raises(ConfigError) as caught:
-            run_experiment(cfg, run_dir, matrix_strategies(cfg.matrix) if config == "bench" else None)
+            ENTRY_POINTS[config](cfg, run_dir)
     assert not list(run_dir.iterdir()), "written before the settings were checked"
     return str(caught.value)
 
@@ -168,6 +192,11 @@ def test_bad_run_settings(tmp_path, overrides, fragment):
 @pytest.mark.parametrize("overrides,fragment", BENCH_ROWS)
 def test_bad_bench_settings(tmp_path, overrides, fragment):
     assert fragment in one_line(entry_point_error("bench", overrides, tmp_path))
+
+
+@pytest.mark.parametrize("overrides,fragment", BATCH_SWEEP_ROWS)
+def test_bad_batch_sweep_settings(tmp_path, overrides, fragment):
+    assert fragment in one_line(entry_point_error("batch_sweep", overrides, tmp_path))
 
 
 @pytest.mark.parametrize("content,fragment", PROMPT_FILES)
@@ -215,6 +244,7 @@ def cli(module: str, *overrides: str) -> subprocess.CompletedProcess:
     ("experiments.run", ["generation.temperature=hot"], "generation.temperature must be a number >= 0"),
     ("experiments.run", ["hydra.run.dir={file}/run"], "cannot write the run directory"),
     ("experiments.bench", ["matrix=[]"], "matrix must be a non-empty list of strategies"),
+    ("experiments.batch_sweep", ["batch_sizes=[0]"], "batch_sizes must be a non-empty list of integers >= 1"),
     ("experiments.run", ["draft=trained", "dataset.limit=1"], "was trained for another target (width 576"),
 ])
 def test_the_cli_exits_with_status_2_and_one_line(tmp_path, module, overrides, fragment):

@@ -1,0 +1,90 @@
+"""The cost model at batch sizes: when does speculation stop paying as more rows decode at once?
+
+A batched step verifies B rows of k + 1 tokens in one target pass, where the baseline's step is
+a pass over B rows of one token. Speculation wins while the wider pass costs less than the
+tokens it commits: at batch size B a strategy's predicted (steady-state decode) speedup is
+
+    tokens_per_step * decode_ms(B) / (verify_ms(B, width) + propose_ms * decode_ms(B) / decode_ms(1))
+
+with tokens_per_step, the width (its longest proposal + 1: a batch pads every row to it) and
+its propose() time per step measured in the strategy's own run at the smallest batch size, and
+propose() assumed to grow with B as a one-token target pass does. Verify passes are timed in the
+same process, as the decoding loop runs them; the crossover batch size is the smallest one whose
+speedup falls below 1.
+"""
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from experiments.cost_model import median_ms
+from specdec.decoding import sync
+from specdec.runtime.cached_model import CachedModel
+
+
+def pass_timer(run: Callable[[], object], device: torch.device,
+               undo: Callable[[], None] | None = None) -> Callable[[], float]:
+    """A function timing one call of `run` (any verify pass), then calling `undo` untimed."""
+    def timed() -> float:
+        sync(device)
+        start = time.perf_counter()
+        run()
+        sync(device)
+        elapsed = time.perf_counter() - start
+        if undo is not None:
+            undo()
+        return elapsed
+
+    return timed
+
+
+def verify_timers(model, kv_cache: str, batch: int, widths: list[int], context: int) -> dict[int, Callable[[], float]]:
+    """width -> a timer of the decoding loop's verify pass (CachedModel.forward_some) over `batch`
+    rows of `width` new tokens, each row holding `context` random tokens, rolled back to them after
+    each pass."""
+    cached = CachedModel(model, kv_cache, rows=batch)
+    vocab, rows = model.config.vocab_size, list(range(batch))
+    for row in rows:
+        cached.prefill(torch.randint(0, vocab, (context,)).tolist(), row=row)
+
+    def undo() -> None:
+        for row in rows:
+            cached.rollback(context, row)
+
+    timers = {}
+    for width in widths:
+        inputs = [torch.randint(0, vocab, (width,), device=cached.device) for _ in rows]
+        timers[width] = pass_timer(lambda inputs=inputs: cached.forward_some(rows, inputs), cached.device, undo)
+    return timers
+
+
+def measure_batch_costs(timers_of: Callable[[int], dict[int, Callable[[], float]]], batch_sizes: list[int],
+                        repeats: int = 10) -> dict[int, dict[int, float]]:
+    """batch size -> width -> median ms of a verify pass, from timers_of(batch size) (width -> timer),
+    interleaved within each batch size (only ratios at one batch size enter a prediction)."""
+    return {batch: median_ms(timers_of(batch), repeats) for batch in batch_sizes}
+
+
+def step_profile(records: list[dict]) -> dict:
+    """What the model needs of a strategy's run, from its per-request records: tokens committed per
+    verify pass, the pass's width and propose() ms per step."""
+    steps = sum(len(r["accepted_per_step"]) for r in records)
+    if not steps:  # every request ended at its first token
+        return {"tokens_per_step": 1.0, "width": 1, "propose_ms": 0.0}
+    return {"tokens_per_step": sum(a + 1 for r in records for a in r["accepted_per_step"]) / steps,
+            "width": max(p for r in records for p in r["proposed_per_step"]) + 1,
+            "propose_ms": sum(r["propose_ms"] for r in records) / steps}
+
+
+def predict_batch_speedup(profile: dict, verify_ms: dict[int, dict[int, float]], batch_size: int) -> float:
+    """Predicted speedup over the baseline at `batch_size` (the module's formula); verify_ms holds
+    batch size -> width -> ms for batch size 1 and this one, widths 1 and the profile's."""
+    decode, at = verify_ms[1][1], verify_ms[batch_size]
+    step = at[profile["width"]] + profile["propose_ms"] * at[1] / decode
+    return profile["tokens_per_step"] * at[1] / step
+
+
+def crossover_batch_size(speedups: dict[int, float]) -> int | None:
+    """The smallest batch size whose speedup is below 1, or None if speculation pays at every one."""
+    return next((batch for batch in sorted(speedups) if speedups[batch] < 1), None)

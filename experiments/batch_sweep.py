@@ -1,0 +1,136 @@
+"""`python -m experiments.batch_sweep`: how speculation fares as more requests decode at once.
+
+In one process it loads the target (and the draft) once, builds every runner once (the
+baseline, each entry of `matrix`, and the anchors: experiments.run's build_runners), warms
+up each (runner, batch size) once, then for each of `batch_sizes` runs `repeats` rounds of
+every runner's generate_batch over the same prompts, round-robin, timing each call. Then it
+times batched verify passes for the cost model (experiments.batch_cost_model) and writes
+batch.json / batch.md, crossover.json and the plots (experiments.batch_report) and
+run_info.json into the Hydra run directory. It does not resume: a rerun starts over.
+"""
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from experiments.batch_cost_model import measure_batch_costs, predict_batch_speedup, step_profile, verify_timers
+from experiments.batch_report import batch_rows, write_batch_report
+from experiments.bench import matrix_strategies
+from experiments.cost_model import typical_context
+from experiments.provenance import environment
+from experiments.run import build_runners, check_cache_config, experiment_prompts, new_prefix_cache
+from experiments.settings import invocation
+from experiments.validate import validate
+from specdec.chat import encode
+from specdec.decoding import GenerationConfig, sync
+from specdec.errors import ConfigError
+from specdec.io import atomic_write_text
+from specdec.models import load_model, resolve_device, resolve_dtype
+
+log = logging.getLogger("experiments.batch_sweep")
+
+
+def batch_sweep(cfg: DictConfig, run_dir: Path) -> str:
+    """The sweep of `cfg` into `run_dir`, and its Markdown table; every setting is checked before a
+    model loads or a file is written."""
+    strategies = matrix_strategies(cfg.matrix)
+    validate(cfg, strategies)
+    check_cache_config(cfg.cache)
+    batch_sizes = sorted(set(cfg.batch_sizes))
+    device = resolve_device(cfg.runtime.device)
+    dtype = resolve_dtype(cfg.runtime.dtype, device)
+    prompts = experiment_prompts(cfg.dataset)
+    generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    torch.manual_seed(cfg.runtime.seed)
+    target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
+    runners = build_runners(cfg, target, tokenizer, device, dtype, strategies)
+    for p in prompts:
+        p["input_ids"] = encode(tokenizer, p["messages"], cfg.dataset.chat_template)
+        runners["baseline"].check(p["input_ids"], generation)  # every prompt fits, before any timing
+    if batch_sizes[-1] > len(prompts):
+        log.warning("batch sizes above %d decode all %d prompts at once: raise dataset.limit to fill them",
+                    len(prompts), len(prompts))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "run_info.json", json.dumps(
+        {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(), **environment(device)}, indent=2))
+
+    requests = {"prompts": [p["input_ids"] for p in prompts], "salts": [p.get("salt") for p in prompts],
+                "seeds": [cfg.runtime.seed + i for i in range(len(prompts))]}
+    if cfg.runtime.warmup:
+        warm_up(runners, requests, generation, batch_sizes)
+    calls = timed_calls(runners, requests, generation, batch_sizes, cfg, device)
+    predictions, costs = cost_model(runners, strategies, calls, batch_sizes, cfg.runtime.kv_cache)
+    return write_batch_report(batch_rows(calls, predictions, generation.sampling.greedy), costs, run_dir)
+
+
+def warm_up(runners: dict, requests: dict, generation: GenerationConfig, batch_sizes: list[int]) -> None:
+    """Every runner once at every batch size, on the first prompts, untimed (16 new tokens at most)."""
+    warmup = GenerationConfig(**{**vars(generation), "max_new_tokens": min(16, generation.max_new_tokens)})
+    for batch in batch_sizes:
+        for runner in runners.values():
+            runner.generate_batch(**{k: v[:batch] for k, v in requests.items()}, config=warmup, batch_size=batch)
+
+
+def timed_calls(runners: dict, requests: dict, generation: GenerationConfig, batch_sizes: list[int],
+                cfg: DictConfig, device: torch.device) -> list[dict]:
+    """For each batch size, `cfg.repeats` rounds of every runner once over all prompts (round-robin,
+    so that drift hits every runner alike): {strategy, batch_size, repeat, wall_s, records} per call."""
+    calls = []
+    rounds = [(batch, repeat) for batch in batch_sizes for repeat in range(cfg.repeats)]
+    for batch, repeat in tqdm(rounds, desc="rounds", unit="round"):
+        for label, runner in runners.items():
+            if getattr(runner, "prefix_cache", None) is not None:  # every call starts from a cold prefix cache
+                runner.prefix_cache = new_prefix_cache(cfg.cache)
+            sync(device)
+            start = time.perf_counter()
+            results = runner.generate_batch(**requests, config=generation, batch_size=batch)
+            sync(device)
+            wall = time.perf_counter() - start
+            records = [{**r.metrics.to_dict(), "token_ids": r.token_ids} for r in results]
+            calls.append({"strategy": label, "batch_size": batch, "repeat": repeat, "wall_s": wall, "records": records})
+    return calls
+
+
+def cost_model(runners: dict, strategies: dict[str, dict], calls: list[dict], batch_sizes: list[int],
+               kv_cache: str) -> tuple[dict[tuple[str, int], float], dict]:
+    """((strategy, batch size) -> predicted speedup, the measured costs): each strategy's step profile
+    from its first call at the smallest batch size, verify passes of our target timed at every batch size."""
+    first = {c["strategy"]: c["records"] for c in calls if c["batch_size"] == batch_sizes[0] and c["repeat"] == 0}
+    profiles = {label: step_profile(first[label]) for label in strategies if label != "baseline"}
+    widths = sorted({1, *(p["width"] for p in profiles.values())})
+    context = typical_context(first["baseline"])
+    model = runners["baseline"].target_model  # our prepared target, as the runners run it
+    log.info("timing verify passes of widths %s at batch sizes %s after %d tokens", widths, batch_sizes, context)
+    verify_ms = measure_batch_costs(lambda batch: verify_timers(model, kv_cache, batch, widths, context),
+                                    sorted({1, *batch_sizes}))
+    predictions = {("baseline", batch): 1.0 for batch in batch_sizes}
+    for label, profile in profiles.items():
+        for batch in batch_sizes:
+            predictions[label, batch] = predict_batch_speedup(profile, verify_ms, batch)
+    return predictions, {"context_tokens": context, "verify_ms": verify_ms, "step_profiles": profiles}
+
+
+@hydra.main(config_path="../configs", config_name="batch_sweep", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        table = batch_sweep(cfg, run_dir)
+    except ConfigError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    print(table)
+    print(f"batch.json, batch.md, crossover.json and plots in {run_dir}")
+
+
+if __name__ == "__main__":
+    main()
