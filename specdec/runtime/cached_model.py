@@ -147,7 +147,7 @@ class CachedModel:
         holds the given rows' states."""
         lo, hi = rows[0], rows[-1] + 1
         given = dict(zip(rows, range(len(rows))))
-        filler = inputs[0].new_zeros(1, *inputs[0].shape[1:])
+        filler = inputs[0].new_zeros(1, *inputs[0].shape[1:]) if len(rows) < hi - lo else None
         window = [inputs[given[row]] if row in given else filler for row in range(lo, hi)]
         idle = {row: self.row_length(row) for row in range(lo, hi) if row not in given}
         counts = [len(x) for x in window]
