@@ -79,16 +79,19 @@ class PreallocatedLayer(DynamicLayer):
         end = rows.end
         if end > self._key_buffer.shape[-2]:
             self._grow(end)
+        whole = rows.lo == 0 and rows.hi == len(rows.lengths)  # every row: no window slice (one op fewer a layer)
+        windows = []
         for buffer, new in ((self._key_buffer, key_states), (self._value_buffer, value_states)):
-            window = buffer[rows.lo : rows.hi]
+            window = buffer if whole else buffer[rows.lo : rows.hi]
             if rows.index is None:
-                window[:, :, rows.start : rows.start + rows.new].copy_(new)
+                window[..., rows.start : rows.start + rows.new, :].copy_(new)
             else:  # each row at its own length
                 window[torch.arange(len(window), device=new.device)[:, None], :, rows.index] = new.transpose(1, 2)
+            windows.append(window[..., :end, :])
         self._show(rows.lo, rows.hi)
         if self._own_rows:
             rows.advance()
-        return (self._key_buffer[rows.lo : rows.hi, :, :end], self._value_buffer[rows.lo : rows.hi, :, :end])
+        return windows[0], windows[1]
 
     def _grow(self, needed: int) -> None:
         capacity = -(-needed // self.chunk) * self.chunk
