@@ -5,8 +5,9 @@ baseline, each entry of `matrix`, and the anchors: experiments.run's build_runne
 up each (runner, batch size) once, then for each of `batch_sizes` runs `repeats` rounds of
 every runner's generate_batch over the same prompts, round-robin, timing each call. Then it
 times batched verify passes for the cost model (experiments.batch_cost_model) and writes
-batch.json / batch.md, crossover.json and the plots (experiments.batch_report) and
-run_info.json into the Hydra run directory. It does not resume: a rerun starts over.
+batch.json / batch.md, crossover.json and the plots (experiments.batch_report), the margins
+where greedy rows left their batch-1 tokens (differences.json) and run_info.json into the
+Hydra run directory. It does not resume: a rerun starts over.
 """
 
 import json
@@ -21,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from experiments.batch_differences import first_differences
 from experiments.batch_cost_model import measure_batch_costs, predict_batch_speedup, step_profile, verify_timers
 from experiments.batch_report import batch_rows, write_batch_report
 from experiments.bench import matrix_strategies
@@ -69,6 +71,9 @@ def batch_sweep(cfg: DictConfig, run_dir: Path) -> str:
     if cfg.runtime.warmup:
         warm_up(runners, requests, generation, batch_sizes)
     calls = timed_calls(runners, requests, generation, batch_sizes, cfg, device)
+    if generation.sampling.greedy:
+        differences = first_differences(calls, target, requests["prompts"])
+        atomic_write_text(run_dir / "differences.json", json.dumps(differences, indent=2))
     predictions, costs = cost_model(runners, strategies, calls, batch_sizes, cfg.runtime.kv_cache)
     return write_batch_report(batch_rows(calls, predictions, generation.sampling.greedy), costs, run_dir)
 
