@@ -27,8 +27,10 @@ HEADLINE = ["strategy", "tokens/s", "speedup", "per-prompt speedup, median [p25,
 
 
 def result_dirs(results: Path) -> list[Path]:
-    """Every directory under `results` holding summary.json and run_info.json, sorted."""
-    return sorted(p.parent for p in results.rglob("summary.json") if (p.parent / "run_info.json").exists())
+    """Every directory under `results` holding run_info.json and a run's table (summary.json, or a
+    batch sweep's batch.md), sorted."""
+    return sorted(p.parent for p in results.rglob("run_info.json")
+                  if (p.parent / "summary.json").exists() or (p.parent / "batch.md").exists())
 
 
 def read(result_dir: Path) -> tuple[dict, dict]:
@@ -67,13 +69,22 @@ def summary_table(summary: dict) -> str:
     return markdown(rows, ["strategy", *COLUMNS], COLUMNS)
 
 
+def batch_table(result_dir: Path) -> str:
+    """A batch sweep's table (batch.md, as the sweep wrote it) and its crossover batch sizes."""
+    crossing = json.loads((result_dir / "crossover.json").read_text())["crossover_batch_size"]
+    rows = [{"strategy": s, "measured": c["measured"], "predicted": c["predicted"]} for s, c in crossing.items()]
+    return ((result_dir / "batch.md").read_text() + "\nCrossover batch size, the smallest whose speedup is below 1 "
+            "(-: none of the sizes run):\n\n" + markdown(rows, ["strategy", "measured", "predicted"]))
+
+
 def section(result_dir: Path, results: Path, doc_dir: Path) -> str:
     """One result directory: title, where and how it ran, its strategies, its notes, its plots."""
-    summary, info = read(result_dir)
+    info = json.loads((result_dir / "run_info.json").read_text())
+    table = batch_table(result_dir) if (result_dir / "batch.md").exists() else summary_table(read(result_dir)[0])
     name = result_dir.relative_to(results.parent).as_posix()
     link = Path(os.path.relpath(result_dir, doc_dir)).as_posix()
     title, body = notes(result_dir)
-    parts = [f"## {title or name}", f"Run directory: [`{name}`]({link}).\n{provenance(info)}", summary_table(summary)]
+    parts = [f"## {title or name}", f"Run directory: [`{name}`]({link}).\n{provenance(info)}", table]
     if body:
         parts.append(body)
     parts += [f"![{p.stem}]({link}/{p.name})" for p in sorted(result_dir.glob("*.png"))]

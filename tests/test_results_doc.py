@@ -99,3 +99,18 @@ def test_report_wants_one_thing_to_do(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         report(["--results-doc", str(tmp_path)])
     assert exit_.value.code == 2
+
+
+def test_a_batch_sweep_directory_gets_its_table_and_crossovers(tmp_path):
+    root = tmp_path / "results"
+    sweep = root / "batch"
+    sweep.mkdir(parents=True)
+    (sweep / "run_info.json").write_text(json.dumps({"device": "cpu", "device_name": "Some CPU", "git_commit": "abc",
+                                                     "command": "python -m experiments.batch_sweep", "config": {}}))
+    (sweep / "batch.md").write_text("| strategy | batch_size | speedup |\n|---|---|---|\n| draft | 8 | 0.912 |\n")
+    (sweep / "crossover.json").write_text(json.dumps({"crossover_batch_size": {"draft": {"measured": 8, "predicted": 4}}}))
+    (sweep / "notes.md").write_text("# Batches\n\nSpeculation stops paying at 8 rows.\n")
+    (sweep / "speedup_vs_batch.png").write_bytes(b"\x89PNG")
+    text = results_doc(root, tmp_path / "docs" / "results.md")
+    assert "## Batches" in text and "| draft | 8 | 0.912 |" in text and "| draft | 8 | 4 |" in text
+    assert "Command: `python -m experiments.batch_sweep`" in text and "![speedup_vs_batch](../results/batch/speedup_vs_batch.png)" in text
