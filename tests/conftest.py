@@ -17,9 +17,18 @@ from specdec.tiny import tiny_random_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 torch.set_num_threads(1)  # tiny models gain nothing from threads, and a busy core stalls a thread pool
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # so do the entry points the tests start (one core per test worker)
 
 ARCHITECTURES = ["llama", "qwen2", "gpt_neox", "mistral", "phi3", "gemma"]
 VOCAB = 258  # byte tokenizer: 256 bytes + <eos> + <pad>
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU this process may run on (its affinity; psutil, xdist's
+    default, counts the host's cores, which a container may not have)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @functools.cache
