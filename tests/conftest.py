@@ -17,9 +17,30 @@ from specdec.tiny import tiny_random_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 torch.set_num_threads(1)  # tiny models gain nothing from threads, and a busy core stalls a thread pool
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # so do the entry points the tests start (one core per test worker)
 
 ARCHITECTURES = ["llama", "qwen2", "gpt_neox", "mistral", "phi3", "gemma"]
 VOCAB = 258  # byte tokenizer: 256 bytes + <eos> + <pad>
+
+
+# Files of long tests (a minute of one core or more in all), longest first: they run first, so that
+# parallel workers (pytest-xdist, pyproject.toml's addopts) end on short tests, not one on a long one.
+LONG_FIRST = ["test_sampling_lossless.py", "test_cli.py", "test_gamma_schedule.py", "test_prompt_lookup.py",
+              "test_kill_anywhere.py", "test_sweeps.py", "test_greedy_lossless.py", "test_sampling_power.py",
+              "test_bad_inputs.py", "test_user_strategy.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU this process may run on (its affinity; psutil, xdist's
+    default, counts the host's cores, which a container may not have)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @functools.cache

@@ -5,7 +5,8 @@ kill and restart a command many times (tests/killing.py). Each child is a real p
 stops it wherever it is, as it would stop `python -m module`.
 
 One JSON line each way on stdin/stdout:
-    {"run": [module, *args], "log": path}  ->  {"pid": pid}   (the child's stdout and stderr go to log)
+    {"run": [module, *args], "log": path}  ->  {"pid": pid}   (the child's stdout and stderr go to log;
+                                                               with "err": path, its stderr goes there)
     {"wait": pid, "timeout": seconds}      ->  {"exit": status, or null while it runs; -9 after a SIGKILL}
 """
 
@@ -18,10 +19,11 @@ import time
 import traceback
 
 
-def run_child(argv: list[str], log: str) -> None:
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
+def run_child(argv: list[str], log: str, err: str | None = None) -> None:
+    for path, fds in ([(log, (1, 2))] if err is None else [(log, (1,)), (err, (2,))]):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        for target in fds:
+            os.dup2(fd, target)
     sys.argv = list(argv)
     code = 0
     try:
@@ -55,7 +57,7 @@ def main() -> None:
         if "run" in request:
             pid = os.fork()
             if pid == 0:
-                run_child(request["run"], request["log"])
+                run_child(request["run"], request["log"], request.get("err"))
             reply = {"pid": pid}
         else:
             reply = {"exit": wait(request["wait"], request["timeout"])}

@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,12 +28,25 @@ class ForkLauncher:
         self.server.stdin.flush()
         return json.loads(self.server.stdout.readline())
 
-    def start(self, cmd: list[str], log: Path) -> int:
-        return self._ask({"run": cmd, "log": str(log)})["pid"]
+    def start(self, cmd: list[str], log: Path, err: Path | None = None) -> int:
+        return self._ask({"run": cmd, "log": str(log), **({"err": str(err)} if err else {})})["pid"]
 
     def wait(self, pid: int, timeout: float) -> int | None:
         """The exit status, or None if it still runs after `timeout` seconds."""
         return self._ask({"wait": pid, "timeout": timeout})["exit"]
+
+    def run(self, cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+        """`cmd` (module, *args) to its end, as subprocess.run([python, "-m", *cmd], capture_output=True,
+        text=True) would run it; past `timeout` seconds it is killed and TimeoutExpired raised."""
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+            pid = self.start(cmd, out, err)
+            status = self.wait(pid, timeout)
+            if status is None:
+                os.kill(pid, signal.SIGKILL)
+                self.wait(pid, 60)
+                raise subprocess.TimeoutExpired(cmd, timeout, out.read_text(), err.read_text())
+            return subprocess.CompletedProcess(cmd, status, out.read_text(), err.read_text())
 
     def close(self) -> None:
         self.server.stdin.close()

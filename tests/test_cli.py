@@ -1,15 +1,20 @@
 """The entry points end to end with model=tiny-random: `experiments.run` (files, summary,
 sweeps, errors), `experiments.profile_step`, `experiments.train_draft`,
 `experiments.train_medusa` (and `experiments.medusa_trees` on its heads) and
-`experiments.train_eagle` (with resume)."""
+`experiments.train_eagle` (with resume).
+
+Commands run as `python -m module` would (runpy, `__main__`, their own process, exit status,
+stdout and stderr), forked from one process per test worker that imported the entry points once
+(tests/fork_server.py), which saves the seconds of imports each start costs. Entry points that no
+other test starts as a real `python -m` process start so here once each (`fresh=True`)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from killing import ENV, ForkLauncher
 
 from experiments.bench import with_defaults
 
@@ -18,18 +23,39 @@ SUMMARY_FIELDS = {"n_prompts", "new_tokens", "tokens_per_s", "speedup", "mean_ac
                   "ttft_ms", "tpot_ms", "match_baseline"}
 
 
-def run(*overrides, check=True, module="experiments.run"):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    flags = [o for o in overrides if o.startswith("-")]  # hydra wants flags before overrides
-    overrides = [o for o in overrides if not o.startswith("-")]
-    result = subprocess.run([sys.executable, "-m", module, *flags, "model=tiny-random", *overrides],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+ENTRY_POINTS = ("experiments.run", "experiments.bench", "experiments.report", "experiments.profile_step",
+                "experiments.train_draft", "experiments.train_medusa", "experiments.train_eagle",
+                "experiments.medusa_trees")
 
 
-def test_default_strategy_end_to_end(tmp_path):
+@pytest.fixture(scope="session")
+def entry_points():
+    launcher = ForkLauncher(*ENTRY_POINTS)
+    yield launcher
+    launcher.close()
+
+
+@pytest.fixture
+def run(entry_points):
+    """run(*overrides, check, module, fresh): `python -m module [flags] model=tiny-random overrides`;
+    fresh=True starts a new interpreter, else a fork of `entry_points`."""
+
+    def run(*overrides, check=True, module="experiments.run", fresh=False):
+        flags = [o for o in overrides if o.startswith("-")]  # hydra wants flags before overrides
+        command = [module, *flags, "model=tiny-random", *[o for o in overrides if not o.startswith("-")]]
+        if fresh:
+            result = subprocess.run([sys.executable, "-m", *command], cwd=REPO, env=ENV, capture_output=True, text=True,
+                                    timeout=300)
+        else:
+            result = entry_points.run(command, timeout=300)
+        if check:
+            assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    return run
+
+
+def test_default_strategy_end_to_end(tmp_path, run):
     result = run("dataset.limit=3", "generation.max_new_tokens=12", f"hydra.run.dir={tmp_path}",
                  "anchors=[hf_generate]")
     assert "baseline" in result.stdout and "draft" in result.stdout and "hf_generate" in result.stdout
@@ -50,7 +76,7 @@ def test_default_strategy_end_to_end(tmp_path):
     assert fingerprint["settings"]["anchors"] == ["hf_generate"] and "dataset.limit" not in fingerprint["settings"]
 
 
-def test_custom_dataset_sampling_and_baseline_only(tmp_path):
+def test_custom_dataset_sampling_and_baseline_only(tmp_path, run):
     suite = tmp_path / "suite.jsonl"
     suite.write_text('{"prompt": "Hello there", "category": "greet"}\n{"prompt": "Write a loop", "id": "c1"}\n')
     run(f"dataset.path={suite}", "strategy=baseline", "generation.temperature=0.8", "generation.max_new_tokens=6",
@@ -63,7 +89,7 @@ def test_custom_dataset_sampling_and_baseline_only(tmp_path):
     assert set(summary["baseline"]["by_category"]) == {"greet", "all"}
 
 
-def test_radix_cache_runs_with_and_without(tmp_path):
+def test_radix_cache_runs_with_and_without(tmp_path, run):
     """Two tenants (the second prompt of each pair is another salt's) on partitioned caches: the
     ideal hit rate counts only sharing within a salt, and the cache reaches it and no more."""
     shared = "You are a careful assistant. Answer briefly and cite the handbook. " * 3
@@ -86,14 +112,14 @@ def test_radix_cache_runs_with_and_without(tmp_path):
     ("cache.max_bytes=0", "cache.max_bytes must be a whole number of bytes above 0 (got 0)"),
     ("cache.isolation=private", "unknown cache.isolation 'private': use shared or partitioned"),
 ])
-def test_bad_cache_settings_fail_before_any_model_loads(tmp_path, override, message):
+def test_bad_cache_settings_fail_before_any_model_loads(tmp_path, run, override, message):
     result = run("cache=radix", override, "model.name_or_path=/no/such/dir", f"hydra.run.dir={tmp_path}", check=False)
     output = result.stderr + result.stdout
     assert result.returncode == 2 and message in output  # not "cannot load model": nothing was loaded
     assert "Traceback" not in output and "cannot load model" not in output
 
 
-def test_gamma_sweep(tmp_path):
+def test_gamma_sweep(tmp_path, run):
     run("-m", "strategy.gamma=1,3", "dataset.limit=2", "generation.max_new_tokens=8", f"hydra.sweep.dir={tmp_path}")
     summaries = sorted(tmp_path.glob("*/summary.json"))
     assert len(summaries) == 2
@@ -109,16 +135,16 @@ def test_gamma_sweep(tmp_path):
     ("dataset=gsm8k", "cannot load the public suite 'openai/gsm8k'"),
     ("dataset=spec_bench", "offline, use dataset=embedded"),
 ])
-def test_bad_input_gives_a_clear_error(tmp_path, override, message):
+def test_bad_input_gives_a_clear_error(tmp_path, run, override, message):
     result = run(override, "dataset.limit=1", f"hydra.run.dir={tmp_path}", check=False)
     assert result.returncode == 2
     assert message in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
 
 
-def test_profile_step_writes_the_step_profile(tmp_path):
+def test_profile_step_writes_the_step_profile(tmp_path, run):
     result = run("repeats=3", "warmup=1", "context_tokens=20", "verify_tokens=[2,4]", f"hydra.run.dir={tmp_path}",
-                 module="experiments.profile_step")
+                 module="experiments.profile_step", fresh=True)
     assert "decode step" in result.stdout
     profile = json.loads((tmp_path / "step_profile.json").read_text())
     for key in ("decode_ms", "hf_decode_ms", "linear_floor_ms"):
@@ -127,11 +153,11 @@ def test_profile_step_writes_the_step_profile(tmp_path):
     assert set(profile["breakdown_ms"]["ours"]) == {"matrix products", "cache", "attention", "other"}
 
 
-def test_train_draft_trains_exports_and_resumes(tmp_path):
+def test_train_draft_trains_exports_and_resumes(tmp_path, run):
     args = ["train.init_layers=[0,2]", "data.passages=4", "data.prompts=24", "data.max_new_tokens=6", "data.batch_size=8",
             "train.held_out_share=0.3", "train.checkpoint_every=1", f"work_dir={tmp_path / 'work'}",
             f"out_dir={tmp_path / 'draft'}", f"hydra.run.dir={tmp_path / 'run'}"]
-    run(*args, module="experiments.train_draft")
+    run(*args, module="experiments.train_draft", fresh=True)
     meta = json.loads((tmp_path / "draft" / "specdec_draft.json").read_text())
     assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
     assert meta["data_sequences"] == 4 + 24 and meta["held_out_top1_after"] is not None
@@ -145,12 +171,12 @@ def test_train_draft_trains_exports_and_resumes(tmp_path):
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["draft"]["match_baseline"] == 1.0
 
 
-def train_resume_and_run(tmp_path, strategy: str, args: list[str], out, config_file: str, weights_file: str,
-                         option: str) -> tuple[dict, dict]:
+def train_resume_and_run(run, tmp_path, strategy: str, args: list[str], out, config_file: str, weights_file: str,
+                         option: str, fresh: bool) -> tuple[dict, dict]:
     """`experiments.train_<strategy>` end to end: train and export to `out` (its record, its weights
     and token frequencies), rerun to resume, then `strategy=<strategy>` with the exported files
     (`strategy.<option>=out`) on 2 prompts: (the training record, the strategy's summary)."""
-    run(*args, module=f"experiments.train_{strategy}")
+    run(*args, module=f"experiments.train_{strategy}", fresh=fresh)
     meta = json.loads((out / config_file).read_text())
     assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
     assert {weights_file, "tokens_by_frequency.json"} <= {p.name for p in out.iterdir()}
@@ -160,13 +186,14 @@ def train_resume_and_run(tmp_path, strategy: str, args: list[str], out, config_f
         "generation.max_new_tokens=10", f"hydra.run.dir={tmp_path / 'eval'}")
     return meta, json.loads((tmp_path / "eval" / "summary.json").read_text())[strategy]
 
-def test_train_medusa_trains_exports_resumes_and_runs(tmp_path):
+
+def test_train_medusa_trains_exports_resumes_and_runs(tmp_path, run):
     args = ["data.passages=2", "data.prompts=16", "data.max_new_tokens=8", "data.batch_size=8", "heads.num_heads=3",
             "train.held_out_share=0.4", "train.epochs=2", "train.batch_positions=32", "train.checkpoint_every=1",
             "train.head_tokens=200", "tree.max_nodes=4", "tree.context_tokens=16",
             f"work_dir={tmp_path / 'work'}", f"out_dir={tmp_path / 'heads'}", f"hydra.run.dir={tmp_path / 'run'}"]
-    meta, summary = train_resume_and_run(tmp_path, "medusa", args, tmp_path / "heads", "medusa_config.json",
-                                         "medusa_heads.safetensors", "heads")
+    meta, summary = train_resume_and_run(run, tmp_path, "medusa", args, tmp_path / "heads", "medusa_config.json",
+                                         "medusa_heads.safetensors", "heads", fresh=True)
     assert meta["data_sequences"] == 2 * (2 + 16)  # two seeds, as the EAGLE draft's
     assert len(meta["held_out_top1"]) == len(meta["held_out_top5"]) == len(meta["topk_accuracy"]) == 3
     assert 1 <= len(meta["default_tree"]) <= 4 and meta["tree_choice"]["nodes"] == len(meta["default_tree"])
@@ -176,7 +203,7 @@ def test_train_medusa_trains_exports_resumes_and_runs(tmp_path):
     # finds the mean accepted tokens that decoding with it measured
     result = run(f"strategy.heads={tmp_path / 'heads'}", "strategy.head_tokens=100", "dataset.limit=2",
                  "generation.max_new_tokens=10", "sizes=[1,2,3,4]", f"hydra.run.dir={tmp_path / 'trees'}",
-                 module="experiments.medusa_trees")
+                 module="experiments.medusa_trees", fresh=True)
     sweep = json.loads((tmp_path / "trees" / "medusa_trees.json").read_text())
     assert sweep["prompts"] == 2 and "| nodes | depth | mean accepted |" in result.stdout
     default_tree = json.loads((tmp_path / "heads" / "medusa_config.json").read_text())["default_tree"]  # the resume's
@@ -185,13 +212,13 @@ def test_train_medusa_trains_exports_resumes_and_runs(tmp_path):
     assert wrong.returncode == 2 and "sweeps Medusa trees: drop strategy=draft" in wrong.stderr + wrong.stdout
 
 
-def test_train_eagle_trains_exports_resumes_and_runs(tmp_path):
+def test_train_eagle_trains_exports_resumes_and_runs(tmp_path, run):
     args = ["data.seeds=[0,1]", "data.passages=2", "data.prompts=8", "data.max_new_tokens=8", "data.batch_size=8",
             "train.held_out_share=0.4", "train.epochs=2", "train.batch_tokens=256", "train.checkpoint_every=1",
             "train.head_tokens=200", f"work_dir={tmp_path / 'work'}", f"out_dir={tmp_path / 'eagle'}",
             f"hydra.run.dir={tmp_path / 'run'}"]
-    meta, summary = train_resume_and_run(tmp_path, "eagle", args, tmp_path / "eagle", "eagle_config.json",
-                                         "eagle_draft.safetensors", "draft")
+    meta, summary = train_resume_and_run(run, tmp_path, "eagle", args, tmp_path / "eagle", "eagle_config.json",
+                                         "eagle_draft.safetensors", "draft", fresh=False)  # fresh: test_training_errors
     assert meta["data_sequences"] == 2 * (2 + 8) and len(meta["held_out_top1"]) == 3  # two seeds; unroll 3
     assert summary["match_baseline"] == 1.0 and summary["per_position_acceptance"]
 
@@ -208,7 +235,7 @@ def test_bench_entries_run_what_the_strategy_config_runs():
     assert (tree["name"], tree["tree_nodes"], tree["gamma"], tree["head_tokens"]) == ("eagle", 8, 2, 8192)
 
 
-def test_bench_matrix_with_anchors_report_and_resume(tmp_path):
+def test_bench_matrix_with_anchors_report_and_resume(tmp_path, run, entry_points):
     args = ["dataset.limit=3", "generation.max_new_tokens=10", "runtime.warmup=1", "cost_model_max_k=4",
             "matrix=[{name:draft,gamma:2},{name:draft,gamma:3,stop_below_prob:0}]", "anchors=[hf_generate,hf_assisted]",
             f"hydra.run.dir={tmp_path}"]
@@ -233,7 +260,6 @@ def test_bench_matrix_with_anchors_report_and_resume(tmp_path):
     assert drafted and all(r["propose_ms"] > 0 for r in drafted)
     again = run(*args, module="experiments.bench")  # resumes: every prompt is done already
     assert (tmp_path / "results.jsonl").read_text() == results and "resuming" in again.stdout + again.stderr
-    report = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path), "--out", str(tmp_path / "r")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    report = entry_points.run(["experiments.report", str(tmp_path), "--out", str(tmp_path / "r")], timeout=120)
     assert report.returncode == 0, report.stderr
     assert json.loads((tmp_path / "r" / "bench.json").read_text()) == json.loads((tmp_path / "bench.json").read_text())

@@ -2,7 +2,10 @@
 picks, on a weight-sharing copy that leaves the original model stock, and the same greedy
 tokens end to end."""
 
+import json
 import random
+import threading
+import time
 
 import pytest
 import torch
@@ -10,8 +13,9 @@ import torch.nn.functional as F
 from conftest import ARCHITECTURES, random_prompt, tiny
 
 from specdec import ConfigError, Decoder, GenerationConfig
-from specdec.runtime.few_row_linear import (COPIED, MAX_ROWS, PRODUCTS, FewRowLinear, few_row_linears, product, shared_copy,
-                                    weight_copies, weight_copy)
+from specdec.runtime import few_row_linear
+from specdec.runtime.few_row_linear import (COPIED, LADDER, MAX_ROWS, PRODUCTS, FewRowLinear, few_row_linears, measured_plan,
+                                    product, shared_copy, weight_copies, weight_copy)
 from specdec.drafts.draft_model import layer_skip_draft
 from specdec.runtime.prepare import Runtime, prepare
 from specdec.strategies import create_strategy
@@ -49,6 +53,36 @@ def test_copy_shares_weights_and_leaves_the_original_stock():
     assert tied[0] == tied[1]
     stock = prepare(model, Runtime(linear="stock"))
     assert stock is not model and all(type(m) is not FewRowLinear for m in stock.modules())
+
+
+def test_processes_timing_the_same_shape_at_once_time_it_once(tmp_path, monkeypatch):
+    """Two at once (test workers, sweep jobs) on one plans file: one times the shape, the other
+    waits and takes its plan; plans of other shapes already in the file stay."""
+    monkeypatch.setenv("SPECDEC_CACHE", str(tmp_path))
+    (tmp_path / few_row_linear.PLANS_FILE).write_text(json.dumps({"another shape": ["linear"] * MAX_ROWS}))
+    timed, start = [], threading.Barrier(2)
+
+    def fastest(weights, copies, rows):
+        timed.append(rows)
+        time.sleep(0.01)  # both would be timing now, were there no lock
+        return PRODUCTS[len(timed) % len(PRODUCTS)]
+
+    monkeypatch.setattr(few_row_linear, "_fastest", fastest)
+    weights, plans = [torch.randn(24, 40)], []
+
+    def measure():
+        start.wait()
+        plans.append(measured_plan(weights))
+
+    threads = [threading.Thread(target=measure) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(timed) == len(LADDER) and plans[0] == plans[1]
+    kept = json.loads((tmp_path / few_row_linear.PLANS_FILE).read_text())
+    assert kept["another shape"] == ["linear"] * MAX_ROWS and list(plans[0]) in kept.values()
+    assert [p.name for p in tmp_path.iterdir() if p.suffix not in (".json", ".lock")] == []  # no temporary left
 
 
 def test_auto_follows_the_plan_measured_for_each_shape():

@@ -19,17 +19,23 @@ applies them to a copy of the model that shares its weights, so the model you pa
 as it was.
 """
 
+import contextlib
 import copy
 import json
 import logging
-import os
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from specdec.io import atomic_write_text
 from specdec.runtime.machine import cache_root, cpu_name
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; a shape timed twice at once is timed twice, the last plan kept
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +108,15 @@ def measured_plan(weights: list[torch.Tensor]) -> tuple[str, ...]:
     path = cache_root() / PLANS_FILE
     plans = _read_plans(path)
     if key not in plans:
-        log.info("timing the products for %s (once; kept in %s)", key, path)
-        copies = weight_copies(weights, COPIED)
-        fastest = {rows: _fastest(weights, copies, rows) for rows in LADDER}
-        plan = [fastest[max(r for r in LADDER if r <= rows)] for rows in range(1, MAX_ROWS + 1)]
-        plans = {**_read_plans(path), key: plan}  # re-read: another process may have added plans meanwhile
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}")
-        partial.write_text(json.dumps(plans, indent=1))
-        os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the new one
+        with _locked(path.with_name(f"{path.name}.lock")):  # processes starting at once time each shape once
+            plans = _read_plans(path)  # re-read: another process may have timed it, or other shapes, meanwhile
+            if key not in plans:
+                log.info("timing the products for %s (once; kept in %s)", key, path)
+                copies = weight_copies(weights, COPIED)
+                fastest = {rows: _fastest(weights, copies, rows) for rows in LADDER}
+                plans[key] = [fastest[max(r for r in LADDER if r <= rows)] for rows in range(1, MAX_ROWS + 1)]
+                atomic_write_text(path, json.dumps(plans, indent=1))  # a concurrent reader sees the old or the new file
     return tuple(plans[key])
 
 
@@ -123,6 +129,15 @@ def weight_copies(weights: list[torch.Tensor], methods) -> dict[str, list[torch.
         except (RuntimeError, NotImplementedError) as error:  # e.g. oneDNN's float16 needs AVX512-FP16
             log.info("not timing the %s product for %s weights: %s", method, weights[0].dtype, error)
     return copies
+
+
+@contextlib.contextmanager
+def _locked(path):
+    """An exclusive lock on `path` while the block runs (released by the system if the process dies)."""
+    with open(path, "a") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _read_plans(path) -> dict:
