@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 from conftest import random_prompt, tiny
-from test_cli import run
+from test_cli import entry_points, run  # noqa: F401 (the forking command runner and its fixture)
 
 from experiments.anchors import HFGenerate
 from experiments.batch_cost_model import crossover_batch_size, predict_batch_speedup, step_profile
@@ -20,10 +20,10 @@ ROW_FIELDS = {"strategy", "batch_size", "throughput_tok_s", "tpot_ms", "ttft_ms"
               "speedup_spread", "predicted_speedup", "match_single", "repeats"}
 
 
-def test_the_cli_writes_a_row_per_strategy_and_batch_size(tmp_path):
+def test_the_cli_writes_a_row_per_strategy_and_batch_size(tmp_path, run):
     result = run("dataset.limit=3", "generation.max_new_tokens=6", "runtime.warmup=1", "batch_sizes=[1,2]",
                  "repeats=2", "matrix=[{name:draft},{name:prompt_lookup}]", f"hydra.run.dir={tmp_path}",
-                 module="experiments.batch_sweep")
+                 module="experiments.batch_sweep", fresh=True)
     assert "| hf_generate | 2 |" in result.stdout
     rows = json.loads((tmp_path / "batch.json").read_text())
     strategies = ["baseline", "draft", "prompt_lookup", "hf_generate"]
