@@ -28,14 +28,13 @@ from experiments.batch_report import batch_rows, write_batch_report
 from experiments.bench import matrix_strategies
 from experiments.cost_model import typical_context
 from experiments.provenance import environment
-from experiments.run import build_runners, check_cache_config, experiment_prompts, new_prefix_cache
+from experiments.run import check_cache_config, experiment_prompts, load_runners, new_prefix_cache
 from experiments.settings import invocation
 from experiments.validate import validate
-from specdec.chat import encode
 from specdec.decoding import GenerationConfig, sync
 from specdec.errors import ConfigError
 from specdec.io import atomic_write_text
-from specdec.models import load_model, resolve_device, resolve_dtype
+from specdec.models import resolve_device, resolve_dtype
 
 log = logging.getLogger("experiments.batch_sweep")
 
@@ -51,14 +50,7 @@ def batch_sweep(cfg: DictConfig, run_dir: Path) -> str:
     dtype = resolve_dtype(cfg.runtime.dtype, device)
     prompts = experiment_prompts(cfg.dataset)
     generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
-    torch.manual_seed(cfg.runtime.seed)
-    target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
-    runners = build_runners(cfg, target, tokenizer, device, dtype, strategies)
-    for p in prompts:
-        p["input_ids"] = encode(tokenizer, p["messages"], cfg.dataset.chat_template)
-        runners["baseline"].check(p["input_ids"], generation)  # every prompt fits, before any timing
+    target, tokenizer, runners = load_runners(cfg, device, dtype, strategies, prompts, generation)
     if batch_sizes[-1] > len(prompts):
         log.warning("batch sizes above %d decode all %d prompts at once: raise dataset.limit to fill them",
                     len(prompts), len(prompts))

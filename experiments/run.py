@@ -70,6 +70,21 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies:
     return runners
 
 
+def load_runners(cfg: DictConfig, device, dtype, strategies: dict[str, dict], prompts: list[dict],
+                 generation: GenerationConfig) -> tuple:
+    """(target, tokenizer, runners) after the run's threads and seed are set; each prompt gets its
+    input_ids, checked to fit before any timing."""
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    torch.manual_seed(cfg.runtime.seed)
+    target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
+    runners = build_runners(cfg, target, tokenizer, device, dtype, strategies)
+    for p in prompts:
+        p["input_ids"] = encode(tokenizer, p["messages"], cfg.dataset.chat_template)
+        runners["baseline"].check(p["input_ids"], generation)  # every prompt fits, before any timing
+    return target, tokenizer, runners
+
+
 def generate_all(runner, prompts: list[dict], generation: GenerationConfig, seeds: list[int]) -> list:
     """Each prompt's GenerationResult: one at a time, or through generation.batch_size rows at once."""
     if generation.batch_size == 1:
@@ -150,14 +165,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
         strategies = {strategy_name(options): options}
     device, dtype, prompts = preflight(cfg, run_dir, strategies)
     generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
-    torch.manual_seed(cfg.runtime.seed)
-    target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
-    runners = build_runners(cfg, target, tokenizer, device, dtype, strategies)
-    for p in prompts:
-        p["input_ids"] = encode(tokenizer, p["messages"], cfg.dataset.chat_template)
-        runners["baseline"].check(p["input_ids"], generation)  # every prompt fits, before any timing
+    target, tokenizer, runners = load_runners(cfg, device, dtype, strategies, prompts, generation)
     if cfg.cache.name == "radix" and cfg.cache.order == "longest_prefix":
         order = order_by_longest_prefix([p["input_ids"] for p in prompts], prompt_salts(prompts, cfg.cache))
         prompts = [prompts[i] for i in order]
