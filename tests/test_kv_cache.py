@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from conftest import ARCHITECTURES, random_prompt, tiny
 from specdec import ConfigError, Decoder, GenerationConfig
 from specdec.runtime.cached_model import CachedModel
-from specdec.runtime.kv_cache import PreallocatedLayer
+from specdec.runtime.kv_cache import PreallocatedLayer, Rows
 from specdec.drafts.draft_model import layer_skip_draft
 from specdec.strategies import create_strategy
 from specdec.tiny import tiny_random_model
@@ -55,21 +55,25 @@ def test_layer_matches_a_plain_tensor(ops, seed):
     """update appends, crop drops the tail, keep gathers a random increasing subset of the
     tail to the front of it: all checked against torch.cat / slicing / indexing."""
     gen = torch.Generator().manual_seed(seed)
-    layer, reference = PreallocatedLayer(chunk=4), torch.zeros(1, 2, 0, 3)
+    rows = Rows(1)
+    layer, reference = PreallocatedLayer(rows, chunk=4), torch.zeros(1, 2, 0, 3)
     for op, n in ops:
         if op == "update":
             new = torch.randn(1, 2, n, 3, generator=gen)
+            rows.begin(0, 1, n, new.device)
             keys, _ = layer.update(new, new * 2)
+            rows.advance()
             reference = torch.cat([reference, new], dim=-2)
             assert torch.equal(keys, reference)
-        elif op == "crop":
-            layer.crop(-n)
+        elif op == "crop":  # a rollback: the row's pointer moves back
+            rows.lengths[0] = max(0, rows.lengths[0] - n)
             reference = reference[..., : max(0, reference.shape[-2] - n), :]
         elif layer.is_initialized:
             start = min(n, reference.shape[-2])
             tail = torch.arange(start, reference.shape[-2])
             chosen = tail[torch.rand(tail.numel(), generator=gen) < 0.5]
             layer.keep(0, start, chosen)
+            rows.lengths[0] = start + chosen.numel()
             reference = torch.cat([reference[..., :start, :], reference.index_select(-2, chosen)], dim=-2)
         if layer.is_initialized:
             assert layer.get_seq_length() == reference.shape[-2]

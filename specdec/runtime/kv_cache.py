@@ -21,30 +21,26 @@ CHUNK = 256  # tokens added to a buffer each time it fills up
 
 class Rows:
     """What every layer of one cache shares: each row's length, and the window of rows
-    [lo, hi) the running forward adds `new` tokens to."""
+    [lo, hi) the running forward adds `new` tokens to, with where it writes them."""
 
     def __init__(self, count: int = 1):
         self.lengths = [0] * count
         self.lo, self.hi, self.new = 0, 1, 0
+        self.start = self.end = 0
+        self.whole = True  # the window is every row: layers skip the window slice (one op fewer a layer)
         self.index = None  # (window rows, new) write positions when the rows' lengths differ
 
     def begin(self, lo: int, hi: int, new: int, device) -> None:
-        """The next forward adds `new` tokens to each row in [lo, hi), after its own length."""
+        """The next forward adds `new` tokens to each row in [lo, hi), after its own length.
+        Everything the layers need is worked out here once, not once a layer."""
         self.lo, self.hi, self.new = lo, hi, new
         window = self.lengths[lo:hi]
+        self.start, self.end = min(window), max(window) + new
+        self.whole = lo == 0 and hi == len(self.lengths)
         self.index = None
-        if min(window) != max(window):
-            self.index = torch.tensor(window, device=device)[:, None] + torch.arange(new, device=device)
-
-    @property
-    def start(self) -> int:
-        """The window's shortest length (its only one when they are equal)."""
-        return min(self.lengths[self.lo : self.hi])
-
-    @property
-    def end(self) -> int:
-        """Positions attention reads in this window: its longest row's length plus the new tokens."""
-        return max(self.lengths[self.lo : self.hi]) + self.new
+        if self.start != self.end - new:
+            positions = torch.tensor(window, device=device)[:, None] + torch.arange(new, device=device)
+            self.index = (torch.arange(hi - lo, device=device)[:, None], positions)
 
     def advance(self) -> None:
         for row in range(self.lo, self.hi):
@@ -53,13 +49,13 @@ class Rows:
 
 
 class PreallocatedLayer(DynamicLayer):
-    """`keys` / `values` are views of the window's rows up to its longest length."""
+    """`keys` / `values` are views of the shown rows up to their longest length; the lengths
+    live in the shared `Rows`, which the cache's owner begins and advances around a forward."""
 
-    def __init__(self, chunk: int = CHUNK, rows: Rows | None = None):
+    def __init__(self, rows: Rows, chunk: int = CHUNK):
         super().__init__()
         self.chunk = chunk
-        self.rows = rows if rows is not None else Rows(1)
-        self._own_rows = rows is None  # a layer used alone advances its own lengths
+        self.rows = rows
         self._key_buffer = self._value_buffer = None
         self._lo, self._hi = 0, 1  # the rows `keys` and `values` show
 
@@ -74,23 +70,17 @@ class PreallocatedLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         rows = self.rows
-        if self._own_rows:
-            rows.begin(0, 1, key_states.shape[-2], key_states.device)
-        end = rows.end
-        if end > self._key_buffer.shape[-2]:
-            self._grow(end)
-        whole = rows.lo == 0 and rows.hi == len(rows.lengths)  # every row: no window slice (one op fewer a layer)
+        if rows.end > self._key_buffer.shape[-2]:
+            self._grow(rows.end)
         windows = []
         for buffer, new in ((self._key_buffer, key_states), (self._value_buffer, value_states)):
-            window = buffer if whole else buffer[rows.lo : rows.hi]
+            window = buffer if rows.whole else buffer[rows.lo : rows.hi]
             if rows.index is None:
                 window[..., rows.start : rows.start + rows.new, :].copy_(new)
             else:  # each row at its own length
-                window[torch.arange(len(window), device=new.device)[:, None], :, rows.index] = new.transpose(1, 2)
-            windows.append(window[..., :end, :])
-        self._show(rows.lo, rows.hi)
-        if self._own_rows:
-            rows.advance()
+                window[rows.index[0], :, rows.index[1]] = new.transpose(1, 2)
+            windows.append(window[..., : rows.end, :])
+        self._lo, self._hi = rows.lo, rows.hi
         return windows[0], windows[1]
 
     def _grow(self, needed: int) -> None:
@@ -103,12 +93,9 @@ class PreallocatedLayer(DynamicLayer):
             new[..., : old.shape[-2], :].copy_(old)
             setattr(self, name, new)
 
-    def _show(self, lo: int, hi: int) -> None:
-        self._lo, self._hi = lo, hi
-
     def row_view(self, row: int) -> None:
         """Point keys / values at one row's positions (what a prefix cache stores)."""
-        self._show(row, row + 1)
+        self._lo, self._hi = row, row + 1
 
     @property
     def keys(self) -> torch.Tensor | None:
@@ -133,14 +120,7 @@ class PreallocatedLayer(DynamicLayer):
         return buffer[self._lo : self._hi, :, : max(self.rows.lengths[self._lo : self._hi])]
 
     def get_seq_length(self) -> int:
-        return self.rows.start
-
-    def crop(self, tokens_to_remove: int) -> None:
-        """Roll back a one-row cache: forget the last -tokens_to_remove positions (a pointer move)."""
-        if tokens_to_remove > 0:
-            raise ValueError("crop takes a negative number of tokens to remove")
-        if self.is_initialized and tokens_to_remove:
-            self.rows.lengths[0] = max(0, self.rows.lengths[0] + tokens_to_remove)
+        return min(self.rows.lengths[self.rows.lo : self.rows.hi])
 
     def keep(self, row: int, start: int, positions: torch.Tensor) -> None:
         """Keep, after row `row`'s first `start` positions, only `positions` (absolute, increasing):
@@ -148,13 +128,6 @@ class PreallocatedLayer(DynamicLayer):
         end = start + positions.numel()
         for buffer in (self._key_buffer, self._value_buffer):
             buffer[row, :, start:end] = buffer[row].index_select(-2, positions)
-        if self._own_rows:
-            self.rows.lengths[row] = end
-
-    def move(self, source: int, target: int, length: int) -> None:
-        """Copy row `source`'s first `length` positions into row `target`."""
-        for buffer in (self._key_buffer, self._value_buffer):
-            buffer[target, :, :length] = buffer[source, :, :length]
 
     def reset(self) -> None:
         if self.is_initialized:
@@ -171,10 +144,10 @@ class PreallocatedCache(Cache):
             raise ConfigError(f"runtime.kv_cache=preallocated supports full-attention layers only (this model has "
                               f"{', '.join(unsupported)}): use runtime.kv_cache=dynamic")
         self.rows = Rows(rows)
-        super().__init__(layers=[PreallocatedLayer(chunk, self.rows) for _ in layer_types])
+        super().__init__(layers=[PreallocatedLayer(self.rows, chunk) for _ in layer_types])
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.rows.start
+        return min(self.rows.lengths[self.rows.lo : self.rows.hi])
 
     def set_length(self, row: int, length: int) -> None:
         self.rows.lengths[row] = length
@@ -184,13 +157,6 @@ class PreallocatedCache(Cache):
             if layer.is_initialized:
                 layer.keep(row, start, positions)
         self.rows.lengths[row] = start + positions.numel()
-
-    def move(self, source: int, target: int) -> None:
-        length = self.rows.lengths[source]
-        for layer in self.layers:
-            if layer.is_initialized:
-                layer.move(source, target, length)
-        self.rows.lengths[target] = length
 
     def row_view(self, row: int) -> "PreallocatedCache":
         for layer in self.layers:
