@@ -2,15 +2,21 @@
 
 A batched step verifies B rows of k + 1 tokens in one target pass, where the baseline's step is
 a pass over B rows of one token. Speculation wins while the wider pass costs less than the
-tokens it commits: at batch size B a strategy's predicted (steady-state decode) speedup is
+tokens it commits: at batch size B a strategy's steady-state decode speedup is
 
-    tokens_per_step * decode_ms(B) / (verify_ms(B, width) + propose_ms * decode_ms(B) / decode_ms(1))
+    steady = tokens_per_step * decode_ms(B) / (verify_ms(B, width) + propose_ms(B))
 
 with tokens_per_step, the width (its longest proposal + 1: a batch pads every row to it) and
-its propose() time per step measured in the strategy's own run at the smallest batch size, and
-propose() assumed to grow with B as a one-token target pass does. Verify passes are timed in the
-same process, as the decoding loop runs them; the crossover batch size is the smallest one whose
-speedup falls below 1.
+its propose() time per step (every row's proposal) measured in the strategy's own run at batch
+size B, and the verify passes timed apart, in the same process, as the decoding loop runs them.
+Prefilling a new request's prompt is the same work for every strategy and does not shrink with
+B (a compute-bound prefill costs as much in a batch as alone), so it dilutes the speedup as in
+Amdahl's law: with `prefill_share` the fraction of the baseline's call spent admitting requests
+at batch size B,
+
+    speedup = 1 / (prefill_share + (1 - prefill_share) / steady)
+
+The crossover batch size is the smallest one whose speedup falls below 1.
 """
 
 import time
@@ -68,7 +74,8 @@ def measure_batch_costs(timers_of: Callable[[int], dict[int, Callable[[], float]
 
 def step_profile(records: list[dict]) -> dict:
     """What the model needs of a strategy's run, from its per-request records: tokens committed per
-    verify pass, the pass's width and propose() ms per step."""
+    verify pass, the pass's width and propose() ms per step (a batched step's propose() time is on
+    the record of every row that took part in it)."""
     steps = sum(len(r["accepted_per_step"]) for r in records)
     if not steps:  # every request ended at its first token
         return {"tokens_per_step": 1.0, "width": 1, "propose_ms": 0.0}
@@ -77,12 +84,20 @@ def step_profile(records: list[dict]) -> dict:
             "propose_ms": sum(r["propose_ms"] for r in records) / steps}
 
 
-def predict_batch_speedup(profile: dict, verify_ms: dict[int, dict[int, float]], batch_size: int) -> float:
-    """Predicted speedup over the baseline at `batch_size` (the module's formula); verify_ms holds
-    batch size -> width -> ms for batch size 1 and this one, widths 1 and the profile's."""
-    decode, at = verify_ms[1][1], verify_ms[batch_size]
-    step = at[profile["width"]] + profile["propose_ms"] * at[1] / decode
-    return profile["tokens_per_step"] * at[1] / step
+def prefill_share(records: list[dict], wall_s: float) -> float:
+    """The fraction of a call spent admitting requests (each one's prefill and first token, its
+    TTFT: admissions run one at a time, between steps)."""
+    return min(1.0, sum(r["ttft_ms"] for r in records) / (1000 * wall_s))
+
+
+def predict_batch_speedup(profile: dict, verify_ms: dict[int, dict[int, float]], batch_size: int,
+                          prefill: float = 0.0) -> float:
+    """Predicted speedup over the baseline at `batch_size` (the module's formula) from the strategy's
+    step profile at that size, verify_ms (batch size -> width -> ms, this size's widths 1 and the
+    profile's) and the baseline's prefill share at that size."""
+    at = verify_ms[batch_size]
+    steady = profile["tokens_per_step"] * at[1] / (at[profile["width"]] + profile["propose_ms"])
+    return 1 / (prefill + (1 - prefill) / steady)
 
 
 def crossover_batch_size(speedups: dict[int, float]) -> int | None:

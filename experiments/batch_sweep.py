@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from experiments.batch_differences import first_differences
-from experiments.batch_cost_model import measure_batch_costs, predict_batch_speedup, step_profile, verify_timers
+from experiments.batch_cost_model import (measure_batch_costs, predict_batch_speedup, prefill_share, step_profile,
+                                          verify_timers)
 from experiments.batch_report import batch_rows, write_batch_report
 from experiments.bench import matrix_strategies
 from experiments.cost_model import typical_context
@@ -101,20 +102,24 @@ def timed_calls(runners: dict, requests: dict, generation: GenerationConfig, bat
 def cost_model(runners: dict, strategies: dict[str, dict], calls: list[dict], batch_sizes: list[int],
                kv_cache: str) -> tuple[dict[tuple[str, int], float], dict]:
     """((strategy, batch size) -> predicted speedup, the measured costs): each strategy's step profile
-    from its first call at the smallest batch size, verify passes of our target timed at every batch size."""
-    first = {c["strategy"]: c["records"] for c in calls if c["batch_size"] == batch_sizes[0] and c["repeat"] == 0}
-    profiles = {label: step_profile(first[label]) for label in strategies if label != "baseline"}
-    widths = sorted({1, *(p["width"] for p in profiles.values())})
-    context = typical_context(first["baseline"])
+    and the baseline's prefill share from the first round at each batch size, verify passes of our
+    target timed at every batch size."""
+    first = {(c["strategy"], c["batch_size"]): c for c in calls if c["repeat"] == 0}
+    profiles = {label: {batch: step_profile(first[label, batch]["records"]) for batch in batch_sizes}
+                for label in strategies if label != "baseline"}
+    prefill = {batch: prefill_share(first["baseline", batch]["records"], first["baseline", batch]["wall_s"])
+               for batch in batch_sizes}
+    widths = sorted({1, *(p["width"] for by_batch in profiles.values() for p in by_batch.values())})
+    context = typical_context(first["baseline", batch_sizes[0]]["records"])
     model = runners["baseline"].target_model  # our prepared target, as the runners run it
     log.info("timing verify passes of widths %s at batch sizes %s after %d tokens", widths, batch_sizes, context)
-    verify_ms = measure_batch_costs(lambda batch: verify_timers(model, kv_cache, batch, widths, context),
-                                    sorted({1, *batch_sizes}))
+    verify_ms = measure_batch_costs(lambda batch: verify_timers(model, kv_cache, batch, widths, context), batch_sizes)
     predictions = {("baseline", batch): 1.0 for batch in batch_sizes}
-    for label, profile in profiles.items():
-        for batch in batch_sizes:
-            predictions[label, batch] = predict_batch_speedup(profile, verify_ms, batch)
-    return predictions, {"context_tokens": context, "verify_ms": verify_ms, "step_profiles": profiles}
+    for label, by_batch in profiles.items():
+        for batch, profile in by_batch.items():
+            predictions[label, batch] = predict_batch_speedup(profile, verify_ms, batch, prefill[batch])
+    return predictions, {"context_tokens": context, "verify_ms": verify_ms, "prefill_share": prefill,
+                         "step_profiles": profiles}
 
 
 @hydra.main(config_path="../configs", config_name="batch_sweep", version_base="1.3")

@@ -11,7 +11,7 @@ from conftest import random_prompt, tiny
 from test_cli import entry_points, run  # noqa: F401 (the forking command runner and its fixture)
 
 from experiments.anchors import HFGenerate
-from experiments.batch_cost_model import crossover_batch_size, predict_batch_speedup, step_profile
+from experiments.batch_cost_model import crossover_batch_size, predict_batch_speedup, prefill_share, step_profile
 from experiments.batch_report import batch_rows
 from specdec import GenerationConfig
 from specdec.tiny import byte_tokenizer
@@ -40,7 +40,8 @@ def test_the_cli_writes_a_row_per_strategy_and_batch_size(tmp_path, run):
     crossover = json.loads((tmp_path / "crossover.json").read_text())
     assert set(crossover["crossover_batch_size"]) == {"draft", "prompt_lookup", "hf_generate"}
     assert set(crossover["verify_ms"]) == {"1", "2"} and crossover["context_tokens"] > 0
-    assert 1 <= crossover["step_profiles"]["draft"]["width"] <= 5  # the longest proposal + 1; gamma is 4
+    assert all(1 <= crossover["step_profiles"]["draft"][b]["width"] <= 5 for b in "12")  # longest proposal + 1
+    assert all(0 < crossover["prefill_share"][b] < 1 for b in "12")
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["config"]["batch_sizes"] == [1, 2] and info["command"].startswith("python -m experiments.batch_sweep")
     for name in ("batch.md", "throughput_vs_batch.png", "speedup_vs_batch.png"):
@@ -100,9 +101,12 @@ def test_the_cost_model_finds_the_crossover_on_synthetic_costs():
     speedups = {b: predict_batch_speedup(profile, verify_ms, b) for b in verify_ms}
     assert speedups[1] == pytest.approx(3 * 11 / 15) and speedups[16] == pytest.approx(3 * 26 / 90)
     assert crossover_batch_size(speedups) == 16 and speedups[8] > 1
-    slow = {**profile, "propose_ms": 11.0}  # propose() grows as a one-token pass: 11 ms at B=1, 18 ms at B=8
-    assert predict_batch_speedup(slow, verify_ms, 8) == pytest.approx(3 * 18 / (50 + 18))
-    assert crossover_batch_size({b: predict_batch_speedup(slow, verify_ms, b) for b in verify_ms}) == 4
+    slow = {**profile, "propose_ms": 11.0}  # propose() as measured at that batch size
+    assert predict_batch_speedup(slow, verify_ms, 8) == pytest.approx(3 * 18 / (50 + 11))
+    assert crossover_batch_size({b: predict_batch_speedup(slow, verify_ms, b) for b in verify_ms}) == 8
+    # a prefill that is half the baseline's call, the same for every strategy, halves the gain (Amdahl)
+    assert predict_batch_speedup(profile, verify_ms, 1, prefill=0.5) == pytest.approx(1 / (0.5 + 0.5 * 15 / 33))
+    assert predict_batch_speedup(profile, verify_ms, 16, prefill=1.0) == pytest.approx(1.0)
     assert crossover_batch_size({1: 1.2, 2: 1.0, 4: 0.9}) == 4 and crossover_batch_size({1: 1.1, 8: 1.0}) is None
 
 
@@ -111,3 +115,4 @@ def test_the_step_profile_reads_the_records():
                {"accepted_per_step": [1], "proposed_per_step": [2], "propose_ms": 2.0}]
     assert step_profile(records) == {"tokens_per_step": 2.0, "width": 4, "propose_ms": 2.0}
     assert step_profile([{"accepted_per_step": [], "proposed_per_step": [], "propose_ms": 0.0}])["width"] == 1
+    assert prefill_share([{"ttft_ms": 100.0}, {"ttft_ms": 150.0}], wall_s=1.0) == 0.25
