@@ -6,9 +6,9 @@ tokens it commits: at batch size B a strategy's steady-state decode speedup is
 
     steady = tokens_per_step * decode_ms(B) / (verify_ms(B, width) + propose_ms(B))
 
-with tokens_per_step, the width (its longest proposal + 1: a batch pads every row to it) and
-its propose() time per step (every row's proposal) measured in the strategy's own run at batch
-size B, and the verify passes timed apart, in the same process, as the decoding loop runs them.
+with tokens_per_step, the law of its pass widths (proposal + 1; a batch pads every row to the
+longest of B, so verify_ms is averaged over that maximum's law) and its propose() time per step
+(every row's proposal) measured in the strategy's own run at batch size B, and verify passes timed apart, in the same process, as the decoding loop runs them.
 Prefilling a new request's prompt is the same work for every strategy and does not shrink with
 B (a compute-bound prefill costs as much in a batch as alone), so it dilutes the speedup as in
 Amdahl's law: with `prefill_share` the fraction of the baseline's call spent admitting requests
@@ -20,6 +20,7 @@ The crossover batch size is the smallest one whose speedup falls below 1.
 """
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -74,14 +75,25 @@ def measure_batch_costs(timers_of: Callable[[int], dict[int, Callable[[], float]
 
 def step_profile(records: list[dict]) -> dict:
     """What the model needs of a strategy's run, from its per-request records: tokens committed per
-    verify pass, the pass's width and propose() ms per step (a batched step's propose() time is on
-    the record of every row that took part in it)."""
-    steps = sum(len(r["accepted_per_step"]) for r in records)
+    verify pass, how often each pass width (proposal + 1) came up and propose() ms per step (a batched
+    step's propose() time is on the record of every row that took part in it)."""
+    widths = Counter(p + 1 for r in records for p in r["proposed_per_step"])
+    steps = sum(widths.values())
     if not steps:  # every request ended at its first token
-        return {"tokens_per_step": 1.0, "width": 1, "propose_ms": 0.0}
+        return {"tokens_per_step": 1.0, "widths": {1: 1.0}, "propose_ms": 0.0}
     return {"tokens_per_step": sum(a + 1 for r in records for a in r["accepted_per_step"]) / steps,
-            "width": max(p for r in records for p in r["proposed_per_step"]) + 1,
+            "widths": {width: count / steps for width, count in sorted(widths.items())},
             "propose_ms": sum(r["propose_ms"] for r in records) / steps}
+
+
+def padded_widths(widths: dict[int, float], rows: int) -> dict[int, float]:
+    """The law of a batched pass's width: every row pads to the longest of `rows` proposals, drawn
+    from `widths` (width -> probability)."""
+    law, below = {}, 0.0
+    for width, p in sorted(widths.items()):
+        law[width] = (below + p) ** rows - below**rows
+        below += p
+    return law
 
 
 def prefill_share(records: list[dict], wall_s: float) -> float:
@@ -96,7 +108,8 @@ def predict_batch_speedup(profile: dict, verify_ms: dict[int, dict[int, float]],
     step profile at that size, verify_ms (batch size -> width -> ms, this size's widths 1 and the
     profile's) and the baseline's prefill share at that size."""
     at = verify_ms[batch_size]
-    steady = profile["tokens_per_step"] * at[1] / (at[profile["width"]] + profile["propose_ms"])
+    verify = sum(p * at[width] for width, p in padded_widths(profile["widths"], batch_size).items())
+    steady = profile["tokens_per_step"] * at[1] / (verify + profile["propose_ms"])
     return 1 / (prefill + (1 - prefill) / steady)
 
 

@@ -109,7 +109,7 @@ def cost_model(runners: dict, strategies: dict[str, dict], calls: list[dict], ba
                 for label in strategies if label != "baseline"}
     prefill = {batch: prefill_share(first["baseline", batch]["records"], first["baseline", batch]["wall_s"])
                for batch in batch_sizes}
-    widths = sorted({1, *(p["width"] for by_batch in profiles.values() for p in by_batch.values())})
+    widths = sorted({1, *(w for by_batch in profiles.values() for p in by_batch.values() for w in p["widths"])})
     context = typical_context(first["baseline", batch_sizes[0]]["records"])
     model = runners["baseline"].target_model  # our prepared target, as the runners run it
     log.info("timing verify passes of widths %s at batch sizes %s after %d tokens", widths, batch_sizes, context)

@@ -11,7 +11,8 @@ from conftest import random_prompt, tiny
 from test_cli import entry_points, run  # noqa: F401 (the forking command runner and its fixture)
 
 from experiments.anchors import HFGenerate
-from experiments.batch_cost_model import crossover_batch_size, predict_batch_speedup, prefill_share, step_profile
+from experiments.batch_cost_model import (crossover_batch_size, padded_widths, predict_batch_speedup, prefill_share,
+                                          step_profile)
 from experiments.batch_report import batch_rows
 from specdec import GenerationConfig
 from specdec.tiny import byte_tokenizer
@@ -40,7 +41,7 @@ def test_the_cli_writes_a_row_per_strategy_and_batch_size(tmp_path, run):
     crossover = json.loads((tmp_path / "crossover.json").read_text())
     assert set(crossover["crossover_batch_size"]) == {"draft", "prompt_lookup", "hf_generate"}
     assert set(crossover["verify_ms"]) == {"1", "2"} and crossover["context_tokens"] > 0
-    assert all(1 <= crossover["step_profiles"]["draft"][b]["width"] <= 5 for b in "12")  # longest proposal + 1
+    assert all(set(crossover["step_profiles"]["draft"][b]["widths"]) <= set("12345") for b in "12")  # gamma 4
     assert all(0 < crossover["prefill_share"][b] < 1 for b in "12")
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["config"]["batch_sizes"] == [1, 2] and info["command"].startswith("python -m experiments.batch_sweep")
@@ -97,7 +98,7 @@ def test_the_cost_model_finds_the_crossover_on_synthetic_costs():
     """A pass costs a fixed 10 ms plus 1 ms a row-token: speculation's wider pass is free at batch 1
     and dear at 16. Three tokens per 5-wide pass pay while 3 * (10 + B) > 10 + 5 * B, up to B = 10."""
     verify_ms = {b: {w: 10.0 + b * w for w in (1, 5)} for b in (1, 2, 4, 8, 16)}
-    profile = {"tokens_per_step": 3.0, "width": 5, "propose_ms": 0.0}
+    profile = {"tokens_per_step": 3.0, "widths": {5: 1.0}, "propose_ms": 0.0}
     speedups = {b: predict_batch_speedup(profile, verify_ms, b) for b in verify_ms}
     assert speedups[1] == pytest.approx(3 * 11 / 15) and speedups[16] == pytest.approx(3 * 26 / 90)
     assert crossover_batch_size(speedups) == 16 and speedups[8] > 1
@@ -113,6 +114,14 @@ def test_the_cost_model_finds_the_crossover_on_synthetic_costs():
 def test_the_step_profile_reads_the_records():
     records = [{"accepted_per_step": [2, 0], "proposed_per_step": [3, 3], "propose_ms": 4.0},
                {"accepted_per_step": [1], "proposed_per_step": [2], "propose_ms": 2.0}]
-    assert step_profile(records) == {"tokens_per_step": 2.0, "width": 4, "propose_ms": 2.0}
-    assert step_profile([{"accepted_per_step": [], "proposed_per_step": [], "propose_ms": 0.0}])["width"] == 1
+    assert step_profile(records) == {"tokens_per_step": 2.0, "widths": {3: 1 / 3, 4: 2 / 3}, "propose_ms": 2.0}
+    assert step_profile([{"accepted_per_step": [], "proposed_per_step": [], "propose_ms": 0.0}])["widths"] == {1: 1.0}
     assert prefill_share([{"ttft_ms": 100.0}, {"ttft_ms": 150.0}], wall_s=1.0) == 0.25
+
+
+def test_a_batched_pass_pads_to_the_longest_of_its_rows_proposals():
+    law = padded_widths({1: 0.5, 5: 0.5}, rows=3)  # all three rows short: 1/8
+    assert law == pytest.approx({1: 0.125, 5: 0.875}) and padded_widths({2: 0.3, 4: 0.7}, 1) == {2: 0.3, 4: 0.7}
+    verify_ms = {3: {1: 10.0, 5: 30.0}}
+    profile = {"tokens_per_step": 2.0, "widths": {1: 0.5, 5: 0.5}, "propose_ms": 0.0}
+    assert predict_batch_speedup(profile, verify_ms, 3) == pytest.approx(2 * 10 / (0.125 * 10 + 0.875 * 30))
