@@ -99,18 +99,24 @@ class Eagle(DraftModel):
 
     def _catch_up(self, requests: list[Request]) -> torch.Tensor:
         """Feed each row the positions the target verified since the draft's last pass (their true
-        hidden states, each with the token that followed it), all rows in one pass: the draft's
-        logits (rows, V) for each row's next token. On a row's first step these are the prompt's
-        (its uncached part: rotary positions are relative)."""
+        hidden states, each with the token that followed it): the draft's logits (rows, V) for each
+        row's next token. On a row's first step these are the prompt's (its uncached part: rotary
+        positions are relative), run alone: in the pass of the other rows' few tokens, they would pad
+        every row to the prompt's length."""
         inputs = []
         for r in requests:
             hidden = r.target_hidden
             first = len(r.tokens) - 1 - len(hidden)
             inputs.append(self.eagle.inputs(hidden, torch.tensor(r.tokens[first + 1 :], device=r.device)))
-        logits = self._forward(requests, inputs)
+        fresh = [j for j, r in enumerate(requests) if self.draft.row_length(r.row) == 0]
+        rest = [j for j in range(len(requests)) if j not in fresh]
+        logits = [None] * len(requests)
+        for group in [[j] for j in fresh] + ([rest] if rest else []):
+            for j, row_logits in zip(group, self._forward([requests[j] for j in group], [inputs[j] for j in group])):
+                logits[j] = row_logits
         for r in requests:
             self.verified[r.row] = self.draft.row_length(r.row)
-        return logits
+        return torch.stack(logits)
 
     def _next(self, requests: list[Request], tokens: torch.Tensor) -> torch.Tensor:
         hidden = torch.cat([self.predicted[r.row] for r in requests])
