@@ -25,7 +25,7 @@ SUMMARY_FIELDS = {"n_prompts", "new_tokens", "tokens_per_s", "speedup", "mean_ac
 
 ENTRY_POINTS = ("experiments.run", "experiments.bench", "experiments.report", "experiments.profile_step",
                 "experiments.train_draft", "experiments.train_medusa", "experiments.train_eagle",
-                "experiments.medusa_trees")
+                "experiments.medusa_trees", "experiments.device_check")
 
 
 @pytest.fixture(scope="session")

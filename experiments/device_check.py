@@ -1,0 +1,147 @@
+"""`python -m experiments.device_check`: the one command to run whenever a GPU is at hand.
+
+In one process, after a warm-up and interleaved round by round, it measures:
+- our decode step and k-token verify passes after `context_tokens` cached tokens, eager and
+  compiled (runtime.compile); `cuda_graphs` stays null until the runtime captures graphs;
+- `transformers`' generate step (a long generate minus a one-token one, per token), eager and,
+  with `hf_compile`, with its static cache and torch.compile;
+- end to end, for each of `dtypes`: the baseline and every `matrix` strategy on the first
+  dataset.limit prompts, through experiments.run's interleaved loop (a run directory per dtype):
+  rows {strategy, dtype, tokens_per_s, speedup, mean_accepted, match_baseline}.
+It writes device_check.json and prints a table. `quick=true` runs the same code on the tiny
+random model with few prompts and tokens: under a minute on a CPU, and CI runs it.
+"""
+
+import statistics
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from experiments.bench import matrix_strategies
+from experiments.entry_point import measure_and_report
+from experiments.profile_step import step_timer
+from experiments.provenance import environment
+from experiments.run import run_experiment
+from experiments.table import markdown
+from experiments.validate import POSITIVE_INT, check_value
+from specdec.decoding import sync
+from specdec.errors import ConfigError
+from specdec.models import load_model, resolve_device, resolve_dtype
+from specdec.runtime.cached_model import CachedModel
+from specdec.runtime.prepare import Runtime, prepare
+
+# what quick=true sets, over the command line's own overrides
+QUICK = ["model=tiny-random", "dataset.limit=3", "generation.max_new_tokens=12", "context_tokens=32",
+         "verify_tokens=[1,2,4,8]", "repeats=3", "warmup=1", "runtime.warmup=1",
+         "matrix=[{name:draft},{name:prompt_lookup}]"]
+E2E_COLUMNS = ["strategy", "dtype", "tokens_per_s", "speedup", "mean_accepted", "match_baseline"]
+
+
+def generate_step_timer(model, prompt: torch.Tensor, steps: int, **options):
+    """A function timing transformers' generate per new token: `steps` + 1 tokens minus one."""
+    def generate(tokens: int) -> float:
+        sync(prompt.device)
+        start = time.perf_counter()
+        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, min_new_tokens=tokens,
+                       do_sample=False, pad_token_id=0, **options)
+        sync(prompt.device)
+        return time.perf_counter() - start
+
+    return lambda: (generate(steps + 1) - generate(1)) / steps
+
+
+def step_costs(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> dict:
+    """decode_ms / verify_ms of our runtime's variants and hf_decode_ms of generate's, medians of
+    `repeats` interleaved rounds after `warmup` untimed ones."""
+    stock, _ = load_model(cfg.model.name_or_path, device, dtype)
+    context = torch.randint(0, stock.config.vocab_size, (cfg.context_tokens,), device=device)
+    variants = {"eager": False, **({"compiled": True} if cfg.compile else {})}
+    timers = {}
+    for name, compiled in variants.items():
+        runtime = Runtime(cfg.runtime.layers, cfg.runtime.linear, compiled)
+        ours = CachedModel(prepare(stock, runtime), cfg.runtime.kv_cache)
+        ours.reset()
+        ours.forward(context)
+        timers.update({(name, k): step_timer(ours, k, cfg.context_tokens) for k in cfg.verify_tokens})
+    prompt = context[None]
+    timers["hf", "eager"] = generate_step_timer(stock, prompt, cfg.hf_steps)
+    if cfg.hf_compile:
+        timers["hf", "static_compiled"] = generate_step_timer(stock, prompt, cfg.hf_steps, cache_implementation="static")
+    for timer in timers.values():
+        for _ in range(cfg.warmup):
+            timer()
+    samples = {key: [] for key in timers}
+    for _ in range(cfg.repeats):
+        for key, timer in timers.items():
+            samples[key].append(timer())
+    ms = {key: round(1000 * statistics.median(values), 3) for key, values in samples.items()}
+    return {
+        "decode_ms": {name: ms[name, 1] for name in variants} | {"cuda_graphs": None},
+        "verify_ms": {name: {str(k): ms[name, k] for k in cfg.verify_tokens} for name in variants}
+                     | {"cuda_graphs": None},
+        "hf_decode_ms": {"generate_eager": ms["hf", "eager"], "static_compiled": ms.get(("hf", "static_compiled"))},
+    }
+
+
+def end_to_end(cfg: DictConfig, dtype_name: str, run_dir: Path) -> list[dict]:
+    """The baseline and the matrix in `dtype_name`, as experiments.run runs them, in run_dir."""
+    run_cfg = cfg.copy()
+    with open_dict(run_cfg):
+        run_cfg.runtime.dtype = dtype_name
+    summary = run_experiment(run_cfg, run_dir, matrix_strategies(cfg.matrix))
+    return [{"strategy": name, "dtype": dtype_name, **{k: s[k] for k in E2E_COLUMNS[2:]}}
+            for name, s in summary.items()]
+
+
+def check(cfg: DictConfig) -> None:
+    for knob in ("context_tokens", "repeats", "hf_steps"):
+        check_value(knob, cfg[knob], POSITIVE_INT)
+    if not list(cfg.verify_tokens) or any(not isinstance(k, int) or k < 1 for k in cfg.verify_tokens):
+        raise ConfigError(f"verify_tokens must be a list of integers >= 1 (got {list(cfg.verify_tokens)}): "
+                          "e.g. verify_tokens=[1,2,4,8]")
+    if 1 not in cfg.verify_tokens:
+        raise ConfigError("verify_tokens must include 1 (the decode step): e.g. verify_tokens=[1,2,4,8]")
+    for name in cfg.dtypes:
+        if name not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"unknown dtype {name!r} in dtypes: use float32, bfloat16 or float16")
+
+
+def device_check(cfg: DictConfig) -> dict:
+    if cfg.quick:
+        cfg = compose(config_name="device_check", overrides=[*HydraConfig.get().overrides.task, *QUICK])
+    check(cfg)
+    matrix_strategies(cfg.matrix)  # a bad matrix fails before any model loads
+    device = resolve_device(cfg.runtime.device)
+    dtype = resolve_dtype(cfg.runtime.dtype, device)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    costs = step_costs(cfg, device, dtype)
+    rows = [row for name in cfg.dtypes for row in end_to_end(cfg, name, run_dir / name)]
+    return {"device": environment(device).get("device_name", str(device)), "torch": torch.__version__,
+            "dtype": str(dtype).removeprefix("torch."), "model": cfg.model.name_or_path, "quick": cfg.quick,
+            "context_tokens": cfg.context_tokens, **costs, "e2e": rows, "environment": environment(device)}
+
+
+def report(result: dict) -> str:
+    decode = ", ".join(f"{name} {ms} ms" for name, ms in result["decode_ms"].items() if ms is not None)
+    hf = ", ".join(f"{name} {ms} ms" for name, ms in result["hf_decode_ms"].items() if ms is not None)
+    verify = "; ".join(f"{name}: " + ", ".join(f"k={k} {ms} ms" for k, ms in by_k.items())
+                       for name, by_k in result["verify_ms"].items() if by_k is not None)
+    return (f"{result['device']} ({result['dtype']}, torch {result['torch']}, {result['model']})\n"
+            f"decode step: ours {decode}; transformers generate {hf}\nverify passes: {verify}\n\n"
+            + markdown(result["e2e"], E2E_COLUMNS, {"tokens_per_s": ".2f"}))
+
+
+@hydra.main(config_path="../configs", config_name="device_check", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    measure_and_report(device_check, cfg, "device_check.json", report)
+
+
+if __name__ == "__main__":
+    main()
