@@ -34,11 +34,13 @@ WEIGHTS = "eagle_draft.safetensors"
 class EagleDraft(nn.Module):
     """`fc` maps [target hidden state; next token's embedding] to the input of `lm`, a causal LM of
     the target's architecture with `num_layers` layers (EAGLE: one) whose embedding and LM head
-    are the target's."""
+    are the target's; or of `config`'s architecture (a public checkpoint's, specdec.drafts.public)."""
 
-    def __init__(self, target: nn.Module, num_layers: int = 1):
+    feature_layers = None  # the target's final hidden state is the draft's input (EAGLE-3 reads three layers')
+
+    def __init__(self, target: nn.Module, num_layers: int = 1, config=None):
         super().__init__()
-        config = copy.deepcopy(target.config.get_text_config())
+        config = copy.deepcopy(config or target.config.get_text_config())
         config.num_hidden_layers = num_layers
         if getattr(config, "layer_types", None):
             config.layer_types = config.layer_types[-num_layers:]
