@@ -23,6 +23,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from specdec.errors import ConfigError
+from specdec.placement import execution_device
 from specdec.drafts.assets import DAMAGED, asset_directory, frequent_token_head, read_json, read_weights
 from specdec.drafts.manifest import check_shipped
 from specdec.drafts.draft_model import borrow_embeddings
@@ -118,4 +119,4 @@ def load_eagle_draft(name_or_path, target: nn.Module, head_tokens: int | None = 
                           f"{DAMAGED}") from None
     if head_tokens:
         draft.lm.lm_head = frequent_token_head(draft.lm.lm_head.weight, directory, head_tokens)
-    return draft.to(next(target.parameters()).device).eval(), {**config, "directory": str(directory)}
+    return draft.to(execution_device(target)).eval(), {**config, "directory": str(directory)}

@@ -27,6 +27,7 @@ from specdec.drafts.eagle3_draft import Eagle3Draft
 from specdec.drafts.eagle_draft import EagleDraft, load_eagle_draft
 from specdec.drafts.medusa_heads import MedusaHeads, load_medusa_heads
 from specdec.errors import ConfigError, is_int
+from specdec.placement import execution_device
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def load_public_eagle(directory: Path, kind: str, target: nn.Module) -> EagleDra
         mapped["lm.model.embed_tokens.weight"] = state["embed_tokens.weight"]
     expected = set(draft.own_state()) | ({"lm.model.embed_tokens.weight"} if "embed_tokens.weight" in state else set())
     load_exactly(draft, mapped, expected, directory, LABELS[kind])
-    return draft.requires_grad_(False).to(next(target.parameters()).device).eval()
+    return draft.requires_grad_(False).to(execution_device(target)).eval()
 
 
 LABELS = {"eagle": "EAGLE-1/2", "eagle3": "EAGLE-3", "medusa1": "Medusa-1"}
@@ -197,8 +198,7 @@ def load_public_medusa(directory: Path, target: nn.Module) -> tuple[MedusaHeads,
         if f"{i}.{depth}.weight" in state:
             mapped[f"projections.{i}.weight"] = state[f"{i}.{depth}.weight"]
     load_exactly(heads, mapped, heads.state_dict().keys(), directory, "Medusa-1")
-    parameter = next(target.parameters())
-    return heads.to(parameter.device, parameter.dtype).eval(), {"directory": str(directory), "layout": "medusa1",
+    return heads.to(execution_device(target), next(target.parameters()).dtype).eval(), {"directory": str(directory), "layout": "medusa1",
                                                                 "base_model": config.get("base_model_name_or_path")}
 
 

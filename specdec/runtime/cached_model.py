@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import DynamicCache
 
 from specdec.errors import ConfigError
+from specdec.placement import execution_device
 from specdec.runtime.kv_cache import PreallocatedCache
 from specdec.runtime.row_mask import row_inputs
 
@@ -41,7 +42,7 @@ class CachedModel:
             raise ConfigError("generation.batch_size > 1 needs runtime.kv_cache=preallocated (per-row lengths)")
         self.model = model
         self.kv_cache, self.rows = kv_cache, rows
-        self.device = next(model.parameters()).device
+        self.device = execution_device(model)  # where a dispatched model (specdec.placement) takes its inputs
         self.cache = None
         parameters = inspect.signature(model.forward).parameters
         self._can_keep_logits = "logits_to_keep" in parameters

@@ -11,6 +11,7 @@ distribution) or `exact` (the target draws after every node, lossless).
 import torch
 
 from specdec.errors import ConfigError
+from specdec.placement import check_head_beside_embedding
 from specdec.drafts.medusa_heads import MedusaHeads
 from specdec.drafts.public import load_medusa
 from specdec.drafts.assets import frequent_token_head
@@ -35,6 +36,7 @@ class Medusa(Strategy):
             raise ConfigError(f"strategy.acceptance must be one of {', '.join(ACCEPTANCE)} (got {acceptance!r})")
         require_tree_attention(target_model, "tree verification",
                                "use a strategy with chain drafts (draft, prompt_lookup)")
+        check_head_beside_embedding(target_model, "strategy=medusa")
         if isinstance(heads, MedusaHeads):
             self.heads, config = heads, {}
         else:
