@@ -14,6 +14,7 @@ from experiments.prompts import check_limit
 from specdec.decoding import GenerationConfig
 from specdec.errors import ConfigError, is_int, is_number
 from specdec.models import resolve_device, resolve_dtype
+from specdec.drafts.public import check_checkpoint
 from specdec.placement import Placement
 from specdec.runtime.cached_model import KV_CACHES
 from specdec.runtime.prepare import Runtime
@@ -138,6 +139,9 @@ def check_strategy(options: dict) -> None:
                               f"takes {', '.join(known) or 'none'}: drop strategy.{key}")
         if key in STRATEGY_OPTIONS and not options.get("target"):  # a custom strategy's options are its own
             check_value(f"strategy.{key}", value, STRATEGY_OPTIONS[key])
+    for knob, strategy in (("draft", "eagle"), ("heads", "medusa")):  # checkpoints: present, of a layout it takes
+        if knob in options and not options.get("target"):
+            check_checkpoint(options[knob], strategy)
 
 
 def check_anchors(anchors, strategies: dict[str, dict], batch_size: int = 1) -> None:

@@ -19,6 +19,8 @@ from public_layouts import (
 )
 
 from specdec import ConfigError, Decoder, GenerationConfig
+from specdec.drafts.export import export_medusa1
+from specdec.drafts.medusa_heads import MedusaHeads
 from specdec.drafts.public import layout, load_eagle, load_medusa
 from specdec.runtime.cached_model import CachedModel
 from specdec.runtime.prepare import Runtime, prepare_strategy
@@ -173,7 +175,8 @@ BAD = [  # what the directory holds, the loader, a fragment of the one-line erro
     ("bad d2t", load_eagle, "does not name 100 different target tokens"),
     ("medusa for another vocabulary", load_medusa, "onto a vocabulary of 300"),
     ("medusa config", load_medusa, "must give medusa_num_heads >= 1"),
-    ("heads given as a draft", load_eagle, "holds Medusa-1, not an EAGLE draft: give it to strategy=medusa"),
+    ("heads given as a draft", load_eagle, "holds Medusa heads (Medusa-1), not what strategy=eagle takes as "
+                                           "strategy.draft: give it to strategy=medusa as strategy.heads"),
 ]
 
 
@@ -189,7 +192,28 @@ def test_bad_checkpoints_get_one_line(tmp_path, capsys, kind, loader, fragment):
 
 def test_a_missing_directory_and_an_unreachable_hub_id(tmp_path):
     model = tiny("llama")
-    with pytest.raises(ConfigError, match="is not a directory"):
+    with pytest.raises(ConfigError, match="no EAGLE draft in .* \\(not a directory\\): train one with"):
         load_eagle(tmp_path / "nothing" / "here", model)
     with pytest.raises(ConfigError, match="is no local directory and cannot be downloaded from the hub"):
         load_medusa("no-such-owner/no-such-heads", model)  # the tests' hub is offline (conftest)
+
+
+def test_our_medusa_heads_export_to_medusa1_and_load_back(tmp_path):
+    """Heads sharing the target's head, exported in Medusa-1's layout, compute what they computed."""
+    model = tiny("llama")
+    heads = MedusaHeads(64, 258, num_heads=3, num_layers=1)
+    with torch.no_grad():
+        for block in heads.blocks:
+            block[0].linear.weight.normal_(0, 0.1)
+            block[0].linear.bias.normal_(0, 0.1)
+    export_medusa1(heads, model.lm_head, tmp_path, "tiny-random")
+    assert layout(tmp_path) == "medusa1"
+    loaded, _ = load_medusa(tmp_path, model)
+    hidden = torch.randn(5, 64)
+    with torch.no_grad():
+        assert (loaded(hidden, model.lm_head) - heads(hidden, model.lm_head)).abs().max() < TOL
+    two = MedusaHeads(64, 258, num_heads=2, num_layers=2)
+    with torch.no_grad():
+        two.blocks[1][1].linear.bias.fill_(0.5)  # head 1's two blocks differ: Medusa-1 cannot hold them
+    with pytest.raises(ConfigError, match="head 1's 2 blocks differ"):
+        export_medusa1(two, model.lm_head, tmp_path / "two", "tiny-random")

@@ -19,6 +19,7 @@ import pickle
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoConfig
 
@@ -68,7 +69,7 @@ def layout(directory: Path) -> str:
     path = _weights_file(directory, EAGLE_WEIGHTS)
     if path is None:
         raise ConfigError(f"no weights in {directory}: expected one of {', '.join(EAGLE_WEIGHTS + MEDUSA_WEIGHTS)}")
-    names = read_state(path).keys()
+    names = tensor_names(path)
     if any(n.startswith("midlayer.") for n in names):
         return "eagle3"
     if "fc.weight" in names and any(n.startswith("layers.0.") for n in names):
@@ -79,6 +80,17 @@ def layout(directory: Path) -> str:
 
 def _weights_file(directory: Path, names: tuple[str, ...]) -> Path | None:
     return next((directory / n for n in names if (directory / n).exists()), None)
+
+
+def tensor_names(path: Path) -> list[str]:
+    """The names of the tensors in a weights file (a safetensors file's without reading them)."""
+    if path.suffix != ".safetensors":
+        return list(read_state(path))
+    try:
+        with safe_open(path, "pt") as f:
+            return list(f.keys())
+    except (OSError, SafetensorError) as e:
+        raise ConfigError(f"cannot read the weights {path} ({e.__class__.__name__}: {e}): copy it again") from None
 
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
@@ -119,6 +131,7 @@ def load_public_eagle(directory: Path, kind: str, target: nn.Module) -> EagleDra
 
 
 LABELS = {"eagle": "EAGLE-1/2", "eagle3": "EAGLE-3", "medusa1": "Medusa-1"}
+EAGLE_KINDS = ("ours-eagle", "eagle", "eagle3")
 
 
 def _layer_config(config: dict, text, model_type: str):
@@ -207,12 +220,9 @@ def load_eagle(name_or_path, target: nn.Module, head_tokens: int | None = None):
     """The `eagle` strategy's draft from an alias, a directory or a hub id, in our layout or a
     public one. A public EAGLE-3 draft scores its own vocabulary: head_tokens does not apply."""
     directory = checkpoint_directory(name_or_path)
-    kind = layout(directory)
+    kind = strategy_layout(directory, "eagle")
     if kind == "ours-eagle":
         return load_eagle_draft(directory, target, head_tokens)[0]
-    if kind not in ("eagle", "eagle3"):
-        raise ConfigError(f"{directory} holds {LABELS.get(kind, 'Medusa heads')}, not an EAGLE draft: give it to "
-                          "strategy=medusa as strategy.heads, or give strategy.draft an EAGLE checkpoint")
     draft = load_public_eagle(directory, kind, target)
     if head_tokens and kind == "eagle":
         draft.lm.lm_head = frequent_token_head(draft.lm.lm_head.weight, directory, head_tokens)
@@ -224,10 +234,29 @@ def load_eagle(name_or_path, target: nn.Module, head_tokens: int | None = None):
 def load_medusa(name_or_path, target: nn.Module) -> tuple[MedusaHeads, dict]:
     """The `medusa` strategy's heads from an alias, a directory or a hub id, ours or Medusa-1's."""
     directory = checkpoint_directory(name_or_path)
-    kind = layout(directory)
-    if kind == "ours-medusa":
+    if strategy_layout(directory, "medusa") == "ours-medusa":
         return load_medusa_heads(directory, target)
-    if kind != "medusa1":
-        raise ConfigError(f"{directory} holds an {LABELS.get(kind, 'EAGLE')} draft, not Medusa heads: give it to "
-                          "strategy=eagle as strategy.draft, or give strategy.heads a Medusa checkpoint")
     return load_public_medusa(directory, target)
+
+
+def strategy_layout(directory: Path, strategy: str) -> str:
+    """The layout of `directory`, which strategy `strategy` (eagle or medusa) must take."""
+    if not directory.is_dir():
+        what = "EAGLE draft" if strategy == "eagle" else "Medusa heads"
+        raise ConfigError(f"no {what} in {str(directory)!r} (not a directory): train one with `python -m experiments."
+                          f"train_{strategy}`, or give a shipped alias or a directory in one of the layouts {LAYOUTS}")
+    kind = layout(directory)
+    if (kind in EAGLE_KINDS) != (strategy == "eagle"):
+        knob, other = ("draft", "heads") if strategy == "eagle" else ("heads", "draft")
+        raise ConfigError(f"{directory} holds {'an EAGLE draft' if kind in EAGLE_KINDS else 'Medusa heads'} "
+                          f"({LABELS.get(kind, 'ours')}), not what strategy={strategy} takes as strategy.{knob}: "
+                          f"give it to strategy={'medusa' if strategy == 'eagle' else 'eagle'} as strategy.{other}")
+    return kind
+
+
+def check_checkpoint(name_or_path: str, strategy: str) -> None:
+    """Before any model loads: an alias or local directory must hold what `strategy` takes (a hub
+    id is checked when it downloads)."""
+    directory = asset_directory(name_or_path)
+    if directory.exists() or name_or_path.count("/") != 1 or name_or_path.startswith((".", "/")):
+        strategy_layout(directory, strategy)
