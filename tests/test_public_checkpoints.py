@@ -23,7 +23,7 @@ from specdec.drafts.export import export_medusa1
 from specdec.drafts.medusa_heads import MedusaHeads
 from specdec.drafts.public import layout, load_eagle, load_medusa
 from specdec.runtime.cached_model import CachedModel
-from specdec.runtime.prepare import Runtime, prepare_strategy
+from specdec.runtime.prepare import Runtime, prepare, prepare_strategy
 from specdec.strategies import create_strategy
 
 TOL = 1e-5
@@ -93,8 +93,9 @@ def lossless(model, strategy: str, trials: int, prepared: bool = False, **option
         prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(1, 30))
         expected, eos = baseline_and_eos(model, prompt, config, trial)
         if prepared:  # fused layers and few-row products, as experiments.run runs it
-            s = prepare_strategy(create_strategy(strategy, target_model=model, **options), Runtime(linear="few_rows"))
-            got = Decoder(model, s, eos_token_ids=eos).generate(prompt, config)
+            runtime = Runtime(linear="few_rows")
+            s = prepare_strategy(create_strategy(strategy, target_model=model, **options), runtime)
+            got = Decoder(prepare(model, runtime), s, eos_token_ids=eos).generate(prompt, config)
         else:
             got = decode_with(model, strategy, prompt, config, eos=eos, target_model=model, **options)
         assert got.token_ids == expected.token_ids, (strategy, trial, options)

@@ -35,7 +35,7 @@ class Eagle(DraftModel):
                  gamma_schedule: str = "constant", stop_below_prob: float = 0.3, tree_nodes: int | None = None,
                  tree_topk: int = 4):
         self.eagle = draft if isinstance(draft, nn.Module) else load_eagle(draft, target_model, head_tokens)
-        self.target_features = self.eagle.feature_layers  # EAGLE-3 reads three target layers' inputs
+        self.target_features = getattr(self.eagle, "feature_layers", None)  # EAGLE-3 reads three target layers' inputs
         self._drafting(gamma, gamma_schedule, stop_below_prob)
         if tree_nodes is not None:
             check_tree_options(target_model, tree_nodes, tree_topk, gamma_schedule, stop_below_prob)
