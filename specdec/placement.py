@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from specdec.errors import ConfigError, is_int
@@ -76,7 +77,6 @@ class Placement:
     @staticmethod
     def of(model_cfg) -> "Placement":
         """The placement settings of a `model` config node (a plain container or OmegaConf's)."""
-        from omegaconf import OmegaConf
         values = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
         return Placement(*(values.get(k) for k in ("device_map", "max_memory", "offload_folder", "attn_implementation")))
 
@@ -96,7 +96,7 @@ class Placement:
 
 def dispatch(model: nn.Module, placement: Placement) -> nn.Module:
     """A model built in-process (the tiny-random alias) placed as from_pretrained would place it."""
-    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate import dispatch_model, infer_auto_device_map  # here: importing accelerate takes a second
     from accelerate.utils import get_balanced_memory, get_max_memory
     device_map = placement.device_map
     if isinstance(device_map, str):

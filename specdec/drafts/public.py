@@ -19,6 +19,7 @@ import pickle
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
 from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoConfig
@@ -36,6 +37,8 @@ EAGLE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 MEDUSA_WEIGHTS = ("medusa_lm_head.safetensors", "medusa_lm_head.pt")
 LAYOUTS = "ours (eagle_config.json or medusa_config.json), EAGLE-1/2 or EAGLE-3 (config.json + pytorch_model.bin " \
           "or model.safetensors) or Medusa-1 (config.json + medusa_lm_head.pt)"
+LABELS = {"eagle": "EAGLE-1/2", "eagle3": "EAGLE-3", "medusa1": "Medusa-1"}
+EAGLE_KINDS = ("ours-eagle", "eagle", "eagle3")
 LAYER_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
                 "rms_norm_eps", "rope_theta", "rope_scaling", "max_position_embeddings", "hidden_act")
 
@@ -45,7 +48,6 @@ def checkpoint_directory(name_or_path) -> Path:
     directory = asset_directory(name_or_path)
     if directory.is_dir() or str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/")):
         return directory
-    from huggingface_hub import snapshot_download
     try:
         return Path(snapshot_download(str(name_or_path)))
     except Exception as e:  # noqa: BLE001  offline, unknown repository, no access: many types
@@ -129,9 +131,6 @@ def load_public_eagle(directory: Path, kind: str, target: nn.Module) -> EagleDra
     load_exactly(draft, mapped, expected, directory, LABELS[kind])
     return draft.requires_grad_(False).to(execution_device(target)).eval()
 
-
-LABELS = {"eagle": "EAGLE-1/2", "eagle3": "EAGLE-3", "medusa1": "Medusa-1"}
-EAGLE_KINDS = ("ours-eagle", "eagle", "eagle3")
 
 
 def _layer_config(config: dict, text, model_type: str):
