@@ -27,6 +27,7 @@ from specdec.io import atomic_write_text
 from experiments.summary import summarize
 from specdec.drafts.draft_model import load_draft
 from specdec.models import load_model, resolve_device, resolve_dtype
+from specdec.placement import Placement
 from specdec.runtime.prepare import Runtime, prepare
 from specdec.strategies import strategy_class
 
@@ -66,7 +67,8 @@ def cost_model(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict], prom
     """Measured forward costs, and each strategy's predicted speedup and best gamma (on the records of `prompt_ids`)."""
     records = load_run(run_dir, prompt_ids)
     device = resolve_device(cfg.runtime.device)
-    target, tokenizer = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
+    target, tokenizer = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device),
+                                   Placement.of(cfg.model))
     draft = None
     if any(strategy_class(o.get("name"), o.get("target")).needs_draft_model for o in strategies.values()):
         draft = load_draft(cfg.draft.name_or_path, cfg.draft.num_layers, target, tokenizer, device, target.dtype,

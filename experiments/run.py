@@ -32,6 +32,7 @@ from specdec.io import atomic_write_text
 from experiments.summary import summarize
 from specdec.drafts.draft_model import load_draft
 from specdec.models import load_model, resolve_device, resolve_dtype
+from specdec.placement import Placement
 from specdec.runtime.prepare import Runtime, prepare_once, prepare_strategy
 from specdec.strategies import create_strategy, strategy_class
 
@@ -77,7 +78,7 @@ def load_runners(cfg: DictConfig, device, dtype, strategies: dict[str, dict], pr
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     torch.manual_seed(cfg.runtime.seed)
-    target, tokenizer = load_model(cfg.model.name_or_path, device, dtype)
+    target, tokenizer = load_model(cfg.model.name_or_path, device, dtype, Placement.of(cfg.model))
     runners = build_runners(cfg, target, tokenizer, device, dtype, strategies)
     for p in prompts:
         p["input_ids"] = encode(tokenizer, p["messages"], cfg.dataset.chat_template)

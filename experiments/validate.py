@@ -14,6 +14,8 @@ from experiments.prompts import check_limit
 from specdec.decoding import GenerationConfig
 from specdec.errors import ConfigError, is_int, is_number
 from specdec.models import resolve_device, resolve_dtype
+from specdec.drafts.public import check_checkpoint
+from specdec.placement import Placement
 from specdec.runtime.cached_model import KV_CACHES
 from specdec.runtime.prepare import Runtime
 from specdec.strategies import strategy_class
@@ -72,7 +74,7 @@ def validate(cfg: DictConfig, strategies: dict[str, dict]) -> None:
     check_value("model.name_or_path", settings["model"].get("name_or_path"), STRING)
     check_generation(settings["generation"])
     check_section("runtime", settings["runtime"], RUNTIME)
-    Runtime.of(cfg.runtime)  # layers, linear, compile
+    Placement.of(settings["model"]).check_runtime(Runtime.of(cfg.runtime))  # device_map, max_memory, ...; layers, linear
     resolve_dtype(cfg.runtime.dtype, resolve_device(cfg.runtime.device))
     check_section("dataset", settings["dataset"], DATASET)
     check_limit(settings["dataset"].get("limit"))
@@ -137,6 +139,9 @@ def check_strategy(options: dict) -> None:
                               f"takes {', '.join(known) or 'none'}: drop strategy.{key}")
         if key in STRATEGY_OPTIONS and not options.get("target"):  # a custom strategy's options are its own
             check_value(f"strategy.{key}", value, STRATEGY_OPTIONS[key])
+    for knob, strategy in (("draft", "eagle"), ("heads", "medusa")):  # checkpoints: present, of a layout it takes
+        if knob in options and not options.get("target"):
+            check_checkpoint(options[knob], strategy)
 
 
 def check_anchors(anchors, strategies: dict[str, dict], batch_size: int = 1) -> None:

@@ -24,7 +24,7 @@ from specdec.errors import ConfigError, is_int, is_number
 from specdec.metrics import RequestMetrics, Step
 from specdec.sampling import SamplingParams, probabilities, sample
 from specdec.stopping import StopCriteria
-from specdec.strategies.base import Request, Strategy
+from specdec.strategies.base import Request, Strategy, kept_hidden
 
 if TYPE_CHECKING:
     from caching.prefix import PrefixCache
@@ -93,7 +93,7 @@ class Decoder:
     def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None,
                  prefix_cache: PrefixCache | None = None, kv_cache: str = "preallocated"):
         self.target_model = target_model
-        self.targets = {1: CachedModel(target_model, kv_cache, keep_hidden=strategy.needs_target_hidden)}
+        self.targets = {1: CachedModel(target_model, kv_cache, keep_hidden=kept_hidden(strategy))}
         self.kv_cache = kv_cache
         self.prefix_cache = prefix_cache  # caching.prefix.PrefixCache, or None for no prefix caching
         self.strategy = strategy
@@ -127,7 +127,7 @@ class Decoder:
         salts = salts or [None] * len(prompts)
         if batch_size not in self.targets:
             self.targets[batch_size] = CachedModel(self.target_model, self.kv_cache, rows=batch_size,
-                                                   keep_hidden=self.strategy.needs_target_hidden)
+                                                   keep_hidden=kept_hidden(self.strategy))
         batch = Batch(self.targets[batch_size], self.strategy, batch_size)
         waiting = deque(range(len(prompts)))
         results = [None] * len(prompts)

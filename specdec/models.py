@@ -11,6 +11,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specdec.errors import ConfigError
+from specdec.placement import Placement, dispatch
 from specdec.runtime.machine import cache_root
 from specdec.tiny import byte_tokenizer, tiny_random_model
 
@@ -40,20 +41,28 @@ def resolve_dtype(dtype: str, device: torch.device, knob: str = "runtime.dtype")
     return DTYPES[dtype]
 
 
-def load_model(name_or_path: str, device: torch.device, dtype: torch.dtype):
-    """(model, tokenizer) for a hub id, a local directory, or an alias: smollm2-135m, tiny-random."""
+def load_model(name_or_path: str, device: torch.device, dtype: torch.dtype, placement: Placement | None = None):
+    """(model, tokenizer) for a hub id, a local directory, or an alias: smollm2-135m, tiny-random; on
+    `device`, or with a device map spread as `placement` says (specdec.placement)."""
+    placement = placement or Placement()
     if name_or_path == "tiny-random":
-        model, tokenizer = tiny_random_model("llama", dtype=dtype, max_position_embeddings=2048), byte_tokenizer()
+        attention = {"attn_implementation": placement.attn_implementation} if placement.attn_implementation else {}
+        model = tiny_random_model("llama", dtype=dtype, max_position_embeddings=2048, **attention)
+        tokenizer = byte_tokenizer()
+        if placement.device_map is not None:
+            return dispatch(model, placement).eval(), tokenizer
     else:
         directory = smollm2_directory() if name_or_path == "smollm2-135m" else name_or_path
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory)
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **placement.load_kwargs())
         except (OSError, ValueError, SafetensorError) as e:
             fix = (f"delete {directory} to convert it again" if name_or_path == "smollm2-135m" else "give a local "
                    "directory with config.json and weights, a reachable hub id, or an alias: smollm2-135m, tiny-random")
             reason = f"{e.__class__.__name__}: {str(e).splitlines()[0]}"
             raise ConfigError(f"cannot load model {name_or_path!r} ({reason}); {fix}") from None
+        if placement.device_map is not None:
+            return model.eval(), tokenizer  # accelerate placed it
     return model.to(device).eval(), tokenizer
 
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from specdec.drafts.subset_head import SubsetHead
 from specdec.errors import ConfigError
+from specdec.placement import resident
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED = {  # alias -> directory
@@ -50,6 +51,7 @@ def frequent_token_head(weight: torch.Tensor, directory: Path, head_tokens: int)
     path = token_frequency_file(directory)
     if not path.exists():
         raise ConfigError(f"head_tokens needs {path} (written by the trainers): retrain, or set head_tokens=null")
+    weight = resident(weight, "the target's LM head", "keep lm_head on a device in model.device_map, or set head_tokens=null")
     return SubsetHead(weight, read_json(path)[:head_tokens])
 
 

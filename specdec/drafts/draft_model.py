@@ -15,6 +15,7 @@ from specdec.drafts.assets import DAMAGED, SHIPPED, asset_directory, frequent_to
 from specdec.drafts.manifest import check_shipped
 from specdec.errors import ConfigError
 from specdec.models import load_model
+from specdec.placement import check_head_beside_embedding, execution_device, resident
 
 TRAINED_DRAFT_MARK = "specdec_draft.json"  # beside a draft that borrows its target's embedding and LM head
 
@@ -36,7 +37,8 @@ def layer_skip_draft(target: torch.nn.Module, num_layers: int) -> torch.nn.Modul
     for name, _ in list(draft.named_parameters(remove_duplicate=False)) + list(draft.named_buffers(remove_duplicate=False)):
         owner_name, _, attr = name.rpartition(".")
         owner = draft.get_submodule(owner_name)
-        tensor = shared[name]
+        tensor = resident(shared[name], f"the target's {name}", "the layer-skip self-draft shares the target's first "
+                          "layers: keep them on a device in model.device_map, or give a draft model (draft.name_or_path)")
         if attr in owner._parameters:
             owner._parameters[attr] = tensor
         else:
@@ -109,8 +111,11 @@ def borrow_embeddings(draft, target) -> torch.nn.Module:
     if draft.config.hidden_size != target.config.hidden_size:
         raise ConfigError(f"this draft's width ({draft.config.hidden_size}) differs from the target's "
                           f"({target.config.hidden_size}): it was trained for another target")
+    check_head_beside_embedding(target, "a draft that shares the target's embedding and LM head")
+    head = resident(target.get_output_embeddings().weight, "the target's LM head",
+                    "keep lm_head on a device in model.device_map (e.g. lm_head: cpu)")
     draft.set_input_embeddings(target.get_input_embeddings())
-    draft.get_output_embeddings().weight = target.get_output_embeddings().weight
+    draft.get_output_embeddings().weight = head
     draft.generation_config = target.generation_config
     return draft
 
@@ -149,7 +154,7 @@ def load_trained_draft(directory: Path, target, head_tokens: int | None = None) 
                           f"{str(e).splitlines()[0]}): {DAMAGED}") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
-    draft = borrow_embeddings(draft.to(next(target.parameters()).device), target).eval()
+    draft = borrow_embeddings(draft.to(execution_device(target)), target).eval()
     if head_tokens:
         draft.lm_head = frequent_token_head(draft.lm_head.weight, directory, head_tokens)
     return draft

@@ -23,6 +23,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from specdec.errors import ConfigError
+from specdec.placement import execution_device
 from specdec.drafts.assets import DAMAGED, asset_directory, frequent_token_head, read_json, read_weights
 from specdec.drafts.manifest import check_shipped
 from specdec.drafts.draft_model import borrow_embeddings
@@ -34,11 +35,13 @@ WEIGHTS = "eagle_draft.safetensors"
 class EagleDraft(nn.Module):
     """`fc` maps [target hidden state; next token's embedding] to the input of `lm`, a causal LM of
     the target's architecture with `num_layers` layers (EAGLE: one) whose embedding and LM head
-    are the target's."""
+    are the target's; or of `config`'s architecture (a public checkpoint's, specdec.drafts.public)."""
 
-    def __init__(self, target: nn.Module, num_layers: int = 1):
+    feature_layers = None  # the target's final hidden state is the draft's input (EAGLE-3 reads three layers')
+
+    def __init__(self, target: nn.Module, num_layers: int = 1, config=None):
         super().__init__()
-        config = copy.deepcopy(target.config.get_text_config())
+        config = copy.deepcopy(config or target.config.get_text_config())
         config.num_hidden_layers = num_layers
         if getattr(config, "layer_types", None):
             config.layer_types = config.layer_types[-num_layers:]
@@ -116,4 +119,4 @@ def load_eagle_draft(name_or_path, target: nn.Module, head_tokens: int | None = 
                           f"{DAMAGED}") from None
     if head_tokens:
         draft.lm.lm_head = frequent_token_head(draft.lm.lm_head.weight, directory, head_tokens)
-    return draft.to(next(target.parameters()).device).eval(), {**config, "directory": str(directory)}
+    return draft.to(execution_device(target)).eval(), {**config, "directory": str(directory)}

@@ -18,6 +18,7 @@ from torch import nn
 from specdec.drafts.assets import DAMAGED, asset_directory, read_json, read_weights
 from specdec.drafts.manifest import check_shipped
 from specdec.errors import ConfigError
+from specdec.placement import execution_device
 
 CONFIG = "medusa_config.json"
 WEIGHTS = "medusa_heads.safetensors"
@@ -92,5 +93,4 @@ def load_medusa_heads(name_or_path, target, device=None, dtype=None) -> tuple[Me
     except RuntimeError as e:  # missing tensors, or of other shapes
         raise ConfigError(f"the Medusa heads in {directory} do not fit their config ({str(e).splitlines()[-1].strip()}): "
                           f"{DAMAGED}") from None
-    parameter = next(target.parameters())
-    return heads.to(device or parameter.device, dtype or parameter.dtype).eval(), config
+    return heads.to(device or execution_device(target), dtype or next(target.parameters()).dtype).eval(), config

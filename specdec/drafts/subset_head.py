@@ -12,14 +12,16 @@ from torch import nn
 
 
 class SubsetHead(nn.Module):
-    """Logits (..., V) for the tokens `token_ids` (rows of `weight`), -inf elsewhere."""
+    """Logits (..., V) for the tokens `token_ids` (rows of `weight`), -inf elsewhere. With
+    `vocab_size`, `weight` holds the subset's own rows, one per token id (EAGLE-3's draft vocabulary)."""
 
-    def __init__(self, weight: torch.Tensor, token_ids: list[int]):
+    def __init__(self, weight: torch.Tensor, token_ids: list[int] | torch.Tensor, vocab_size: int | None = None):
         super().__init__()
-        self.vocab_size = weight.shape[0]
-        self.register_buffer("token_ids", torch.tensor(token_ids, device=weight.device), persistent=False)
+        self.vocab_size = vocab_size or weight.shape[0]
+        self.register_buffer("token_ids", torch.as_tensor(token_ids, device=weight.device), persistent=False)
         self.scores = nn.Linear(weight.shape[1], len(token_ids), bias=False, device=weight.device, dtype=weight.dtype)
-        self.scores.weight = nn.Parameter(weight[self.token_ids].clone(), requires_grad=False)
+        rows = weight if vocab_size else weight[self.token_ids]
+        self.scores.weight = nn.Parameter(rows.clone(), requires_grad=False)
         column = torch.full((self.vocab_size,), -100, dtype=torch.long, device=weight.device)
         column[self.token_ids] = torch.arange(len(token_ids), device=weight.device)
         self.register_buffer("column", column, persistent=False)  # token id -> its column in `scores`, or -100

@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import DynamicCache
 
 from specdec.errors import ConfigError
+from specdec.placement import execution_device
 from specdec.runtime.kv_cache import PreallocatedCache
 from specdec.runtime.row_mask import row_inputs
 
@@ -30,17 +31,18 @@ class CachedModel:
     any number of `rows`) or "dynamic" (transformers' DynamicCache, one row, for comparison). With
     `keep_hidden`, every forward also keeps `hidden_rows`: the decoder's last hidden states (after the
     final norm, what the LM head reads) at every new position of every row, even when only the last
-    logits are computed; Medusa's heads and the EAGLE draft start from them."""
+    logits are computed; Medusa's heads and the EAGLE draft start from them. With `keep_hidden` a tuple
+    of layer indices, `hidden_rows` holds those decoder layers' inputs side by side instead (EAGLE-3)."""
 
-    def __init__(self, model: torch.nn.Module, kv_cache: str = "preallocated", keep_hidden: bool = False,
-                 rows: int = 1):
+    def __init__(self, model: torch.nn.Module, kv_cache: str = "preallocated",
+                 keep_hidden: bool | tuple[int, ...] = False, rows: int = 1):
         if kv_cache not in KV_CACHES:
             raise ConfigError(f"unknown runtime.kv_cache {kv_cache!r}: use {' or '.join(KV_CACHES)}")
         if rows > 1 and kv_cache != "preallocated":
             raise ConfigError("generation.batch_size > 1 needs runtime.kv_cache=preallocated (per-row lengths)")
         self.model = model
         self.kv_cache, self.rows = kv_cache, rows
-        self.device = next(model.parameters()).device
+        self.device = execution_device(model)  # where a dispatched model (specdec.placement) takes its inputs
         self.cache = None
         parameters = inspect.signature(model.forward).parameters
         self._can_keep_logits = "logits_to_keep" in parameters
@@ -48,6 +50,7 @@ class CachedModel:
         self.decoder = model.get_decoder() if keep_hidden else None
         if keep_hidden and self.decoder is model:
             raise ConfigError(f"{type(model).__name__} has no separate decoder to read hidden states from")
+        self.feature_layers = keep_hidden if isinstance(keep_hidden, tuple) else None
         self.hidden_rows = None  # (window rows, new positions, hidden size)
 
     @property
@@ -127,13 +130,15 @@ class CachedModel:
         mask, positions = row_inputs(lengths, counts, width, trees, self.model.dtype, self.device)
         if mask is not None:
             kwargs.update(attention_mask=mask, position_ids=positions)
-        hook = self.decoder.register_forward_hook(self._keep_hidden) if self.decoder is not None else None
+        hooks, features = self._hooks()
         try:
             kwargs[self._cache_argument] = self.cache
             logits = self.model(use_cache=True, **kwargs).logits
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
+        if features:
+            self.hidden_rows = torch.cat([f.to(features[0].device) for f in features], dim=-1)
         if self.kv_cache == "preallocated":
             self.cache.rows.advance()
         return logits[:, -1:] if last_only else logits
@@ -168,6 +173,18 @@ class CachedModel:
             return logits[:, -1]
         last = torch.tensor([len(x) - 1 for x in inputs], device=logits.device)
         return logits[torch.arange(len(rows), device=logits.device), last]
+
+    def _hooks(self) -> tuple[list, list]:
+        """Hooks that keep the hidden states asked for, and the list the layers' inputs go to."""
+        features = []
+        if self.decoder is None:
+            return [], features
+        if self.feature_layers is None:
+            return [self.decoder.register_forward_hook(self._keep_hidden)], features
+        def keep_input(module, args, kwargs):
+            features.append(args[0] if args else kwargs["hidden_states"])
+        layers = self.decoder.layers
+        return [layers[i].register_forward_pre_hook(keep_input, with_kwargs=True) for i in self.feature_layers], features
 
     def _keep_hidden(self, module, inputs, output) -> None:
         self.hidden_rows = output[0]  # (rows, new positions, hidden size)

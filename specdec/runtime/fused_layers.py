@@ -117,6 +117,7 @@ def fusable(layer: nn.Module, config) -> bool:
     linears += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
     norms = [getattr(layer, n, None) for n in ("input_layernorm", "post_attention_layernorm")]
     return (all(isinstance(m, nn.Linear) for m in linears)
+            and attn.q_proj.in_features == config.hidden_size  # not EAGLE-3's layer, which reads 2 * hidden_size
             and all(hasattr(n, "variance_epsilon") and hasattr(n, "weight") for n in norms)
             and getattr(config, "hidden_act", None) == "silu"
             and len({(m.weight.dtype, m.weight.device) for m in linears}) == 1

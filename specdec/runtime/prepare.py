@@ -13,6 +13,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from specdec.errors import ConfigError
+from specdec.placement import STOCK, dispatched
 from specdec.runtime.few_row_linear import few_row_linears, shared_copy
 from specdec.runtime.fused_layers import fuse_decoder_layers
 
@@ -45,7 +46,14 @@ class Runtime:
 def prepare(module: nn.Module, runtime: Runtime = Runtime()) -> nn.Module:
     """A copy of `module` sharing every weight with it (the original stays stock, for the
     anchors), with every causal LM inside it given fused layers, every linear layer the
-    runtime's product and, with compile, every causal LM a compiled forward."""
+    runtime's product and, with compile, every causal LM a compiled forward. A model that accelerate
+    dispatched (specdec.placement) runs as placed, stock: `module` itself (a copy would duplicate its
+    offloaded weights, and new layers would escape its hooks)."""
+    if dispatched(module):
+        if runtime != Runtime(layers="stock", linear="stock"):
+            raise ConfigError(f"a target dispatched by model.device_map runs through accelerate's hooks, which "
+                              f"runtime.layers, runtime.linear and runtime.compile would bypass: {STOCK}")
+        return module
     ours = shared_copy(module)
     language_models = [m for m in ours.modules()  # causal LMs, not their inner decoders
                        if isinstance(m, PreTrainedModel) and m.get_output_embeddings() is not None]

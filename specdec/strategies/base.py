@@ -59,6 +59,8 @@ class Strategy:
     needs_draft_model: ClassVar[bool] = False
     needs_target_model: ClassVar[bool] = False  # given the target model (e.g. to share its LM head)
     needs_target_hidden: ClassVar[bool] = False  # the decoder keeps request.target_hidden up to date
+    target_features: tuple[int, ...] | None = None  # with it, target_hidden is these target layers' inputs side
+    # by side (EAGLE-3's features) instead of the final hidden state
     proposes_rows: ClassVar[bool] = False  # propose_rows serves every row of a batch (else: one copy per row)
     prepared_modules: ClassVar[tuple[str, ...]] = ()  # attributes holding modules it runs; the runner
     # replaces each by its prepared copy (specdec.runtime.prepare), so strategies never lay modules out
@@ -90,6 +92,11 @@ class Strategy:
     def stats(self, request: Request) -> dict:
         """Strategy-specific numbers for the finished request's record (e.g. Medusa's head accuracy)."""
         return {}
+
+
+def kept_hidden(strategy: Strategy) -> bool | tuple[int, ...]:
+    """What the target's CachedModel keeps for request.target_hidden (its `keep_hidden`)."""
+    return strategy.needs_target_hidden and (strategy.target_features or True)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}

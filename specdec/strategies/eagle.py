@@ -7,13 +7,15 @@ The draft runs one position behind the tokens: its position t pairs the target's
 state at t with token t + 1 and predicts the hidden state at t + 1, whose LM-head scores
 propose token t + 2. After each verify pass it catches up on the positions the target just
 verified, with the target's true hidden states (request.target_hidden); while drafting it
-feeds its own predicted hidden state back in. Everything else (gamma, the heuristic
+feeds its own predicted hidden state back in. The draft is ours or a public EAGLE-1/2 or
+EAGLE-3 checkpoint (specdec.drafts.public); EAGLE-3's target_hidden is three layers' inputs. Everything else (gamma, the heuristic
 schedule, the confidence stop, rollback) is the `draft` strategy's.
 """
 
 import torch
+from torch import nn
 
-from specdec.drafts.eagle_draft import EagleDraft, load_eagle_draft
+from specdec.drafts.public import load_eagle
 from specdec.errors import ConfigError
 from specdec.strategies.base import Proposal, Request, register
 from specdec.strategies.draft import DraftModel
@@ -32,7 +34,8 @@ class Eagle(DraftModel):
     def __init__(self, target_model, draft="smollm2-135m-eagle", head_tokens: int | None = None, gamma: int = 3,
                  gamma_schedule: str = "constant", stop_below_prob: float = 0.3, tree_nodes: int | None = None,
                  tree_topk: int = 4):
-        self.eagle = draft if isinstance(draft, EagleDraft) else load_eagle_draft(draft, target_model, head_tokens)[0]
+        self.eagle = draft if isinstance(draft, nn.Module) else load_eagle(draft, target_model, head_tokens)
+        self.target_features = getattr(self.eagle, "feature_layers", None)  # EAGLE-3 reads three target layers' inputs
         self._drafting(gamma, gamma_schedule, stop_below_prob)
         if tree_nodes is not None:
             check_tree_options(target_model, tree_nodes, tree_topk, gamma_schedule, stop_below_prob)

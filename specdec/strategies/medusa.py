@@ -11,7 +11,9 @@ distribution) or `exact` (the target draws after every node, lossless).
 import torch
 
 from specdec.errors import ConfigError
-from specdec.drafts.medusa_heads import MedusaHeads, load_medusa_heads
+from specdec.placement import check_head_beside_embedding
+from specdec.drafts.medusa_heads import MedusaHeads
+from specdec.drafts.public import load_medusa
 from specdec.drafts.assets import frequent_token_head
 from specdec.strategies.base import Proposal, Request, Strategy, register
 from specdec.tree import Tree, best_tree, chain, require_tree_attention
@@ -34,10 +36,11 @@ class Medusa(Strategy):
             raise ConfigError(f"strategy.acceptance must be one of {', '.join(ACCEPTANCE)} (got {acceptance!r})")
         require_tree_attention(target_model, "tree verification",
                                "use a strategy with chain drafts (draft, prompt_lookup)")
+        check_head_beside_embedding(target_model, "strategy=medusa")
         if isinstance(heads, MedusaHeads):
             self.heads, config = heads, {}
         else:
-            self.heads, config = load_medusa_heads(heads, target_model)
+            self.heads, config = load_medusa(heads, target_model)
         self.heads_config = config  # the heads' training record (medusa_config.json): default tree, accuracies
         self.tree = Tree(self.tree_choices(tree))
         if self.tree.depth > self.heads.num_heads:
@@ -65,9 +68,10 @@ class Medusa(Strategy):
         return [list(path) for path in tree]
 
     def _lm_head(self, target_model, head_tokens: int | None, config: dict):
-        """The target's LM head, or its `head_tokens` most frequent tokens only (specdec.drafts.subset_head)."""
+        """The target's LM head, or its `head_tokens` most frequent tokens only (specdec.drafts.subset_head);
+        heads with projections of their own (Medusa-1's) do not use it."""
         head = target_model.get_output_embeddings()
-        if not head_tokens:
+        if not head_tokens or self.heads.projections is not None:
             return head
         if "directory" not in config:
             raise ConfigError("strategy.head_tokens needs heads loaded from a directory with tokens_by_frequency.json")
