@@ -30,6 +30,7 @@ from specdec.strategies import Request, create_strategy
 from specdec.drafts.subset_head import SubsetHead
 from specdec.tiny import tiny_random_model
 from specdec.training import features as training_data
+from specdec.training.accelerator import trainer_accelerator
 from specdec.training.eagle_recipe import group_loss, train, unrolled_mask, unrolled_predictions
 from specdec.training.features import features
 
@@ -240,8 +241,8 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path):
     assert torch.allclose(again[12].float(), again[0].float(), atol=0.05) and len(torch.load(tmp_path / "features.pt", weights_only=True)) == 13
     subset = SubsetHead(model.get_output_embeddings().weight, list(range(model.config.vocab_size)))
     draft = new_eagle_draft(model, init_layer=None)
-    cfg = OmegaConf.create({"seed": 0, "train": {"unroll": 2, "feature_weight": 0.1, "noise": 0.0, "lr": 3e-3, "dtype": "bfloat16",
-                                                 "epochs": 30, "batch_tokens": 128, "checkpoint_every": 10,
+    cfg = OmegaConf.create({"seed": 0, "train": {"unroll": 2, "feature_weight": 0.1, "noise": 0.0, "lr": 3e-3,
+                                                 "mixed_precision": "bf16", "grad_accum": 1, "epochs": 30, "batch_tokens": 128, "checkpoint_every": 10,
                                                  "time_budget_min": 5}})
 
     def losses():
@@ -250,9 +251,9 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path):
             return [group_loss(draft, [r], hidden, subset, 2, 0.1, 0.0)[0].item() for r in rows]
 
     before = losses()
-    result = train(cfg, draft, rows, rows[:2], hidden, subset, tmp_path)
+    result = train(cfg, trainer_accelerator(cfg.train), draft, rows, rows[:2], hidden, subset, tmp_path, "data")
     after = losses()
-    assert result["steps"] == result["planned_steps"] and (tmp_path / "eagle_checkpoint.pt").exists()
+    assert result["steps"] == result["planned_steps"] and (tmp_path / "eagle_checkpoint" / "progress.json").exists()
     assert sum(after) < 0.9 * sum(before)  # cross-entropy against soft targets: their entropy is its floor
     assert len(result["held_out_top1"]) == 2
 
