@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import tiny, train_config
 
 from specdec import ConfigError
 from specdec.training import answers, draft_recipe
+from specdec.training.accelerator import mixed_precision
 from specdec.training.settings import check_settings, check_target_layers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,3 +91,9 @@ def test_the_entry_point_exits_with_status_2_and_the_message(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 2 and "train.unroll=0 is invalid: set it to an integer >= 1" in output
     assert "Traceback" not in output and not (tmp_path / "work").exists()  # stopped before touching the work dir
+
+
+def test_mixed_precision_a_cpu_cannot_run_names_the_fix():
+    with pytest.raises(ConfigError, match=r"^train.mixed_precision=fp16 needs a GPU: set it to auto, no or bf16$"):
+        mixed_precision("fp16", torch.device("cpu"))
+    assert mixed_precision("auto", torch.device("cpu")) == "no" and mixed_precision("no", torch.device("cuda")) == "no"

@@ -1,5 +1,5 @@
-"""The trained draft: a small draft model distilled from the target on the CPU
-(`python -m experiments.train_draft`, configs/train_draft.yaml).
+"""The trained draft: a small draft model distilled from the target on any device
+(`python -m experiments.train_draft`, configs/train_draft.yaml; the loop: specdec.training.optim).
 
 1. data: the target's own answers (specdec.training.answers), saved as work_dir/data.jsonl.
 2. draft: the target's config with len(`train.init_layers`) decoder layers, initialized from

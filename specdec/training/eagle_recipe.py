@@ -1,5 +1,5 @@
-"""The EAGLE draft: a feature-level draft trained on the frozen target, on the CPU
-(`python -m experiments.train_eagle`, configs/train_eagle.yaml).
+"""The EAGLE draft: a feature-level draft trained on the frozen target, on any device
+(`python -m experiments.train_eagle`, configs/train_eagle.yaml; the loop: specdec.training.optim).
 
 1. data: the trained draft's (specdec.training.answers): the target's own greedy and sampled
    answers to training prompts disjoint from every evaluation suite, once per seed in
@@ -12,7 +12,7 @@
    cross-entropy against the target's own distribution there (through its LM head,
    restricted to the `train.head_tokens` most frequent answer tokens, as at inference) plus
    `train.feature_weight` times a smooth-L1 regression on the hidden state (EAGLE), with the
-   products in `train.dtype` autocast.
+   products autocast as `train.mixed_precision` says.
 4. unrolled passes (`train.unroll`, the "training-time test" of EAGLE-3): pass s feeds the
    draft's own predicted hidden states of pass s - 1 back in, with the attention pattern it
    sees when drafting token s at inference (true-feature keys up to the last verified

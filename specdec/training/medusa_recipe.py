@@ -1,5 +1,5 @@
-"""Medusa-1 heads on the frozen target, on the CPU (`python -m experiments.train_medusa`,
-configs/train_medusa.yaml).
+"""Medusa-1 heads on the frozen target, on any device (`python -m experiments.train_medusa`,
+configs/train_medusa.yaml; the loop: specdec.training.optim).
 
 1. data: the EAGLE draft's (specdec.training.features.seeded_data: the trained draft's
    answers once per seed in `data.seeds`, so both can train on the same files), with the
