@@ -43,7 +43,7 @@ def check_work_dir(cfg: DictConfig, checkpoint: Path, data_dirs: dict[int, Path]
         directory.mkdir(parents=True, exist_ok=True)
         data = settings(cfg, ("model", "data"), code) | {"seed": seed}
         data.pop("data.seeds", None)  # one directory holds one seed's data
-        guard(directory / "data_fingerprint.json", data, [directory / "data.jsonl", directory / "features.pt"],
+        guard(directory / "data_fingerprint.json", data, [directory / "data.jsonl", directory / "features"],
               f"use a new work_dir, or delete {directory} to answer again")
     trained = {k: v for k, v in settings(cfg, SECTIONS, code).items() if k not in RESUMABLE} | {"processes": processes}
     guard(checkpoint.with_name(f"{checkpoint.stem}_fingerprint.json"), trained,
