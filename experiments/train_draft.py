@@ -1,5 +1,5 @@
-"""`python -m experiments.train_draft`: distill a small draft from the target on the CPU
-(configs/train_draft.yaml; the recipe: specdec.training.draft_recipe)."""
+"""`python -m experiments.train_draft`: distill a small draft from the target, on a CPU, a GPU
+or under `accelerate launch` (configs/train_draft.yaml; the recipe: specdec.training.draft_recipe)."""
 
 import hydra
 from omegaconf import DictConfig

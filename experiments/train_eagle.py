@@ -1,5 +1,5 @@
 """`python -m experiments.train_eagle`: train a feature-level (EAGLE) draft on the frozen target,
-on the CPU (configs/train_eagle.yaml; the recipe: specdec.training.eagle_recipe)."""
+on a CPU, a GPU or under `accelerate launch` (configs/train_eagle.yaml; the recipe: specdec.training.eagle_recipe)."""
 
 import hydra
 from omegaconf import DictConfig

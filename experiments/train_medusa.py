@@ -1,5 +1,5 @@
-"""`python -m experiments.train_medusa`: Medusa-1 heads on the frozen target, on the CPU
-(configs/train_medusa.yaml; the recipe: specdec.training.medusa_recipe), their default tree
+"""`python -m experiments.train_medusa`: Medusa-1 heads on the frozen target, on a CPU, a GPU
+or under `accelerate launch` (configs/train_medusa.yaml; the recipe: specdec.training.medusa_recipe), their default tree
 picked with the cost model's timings of verify passes."""
 
 import hydra

@@ -9,6 +9,7 @@ import random
 
 import pytest
 import torch
+from datasets import load_from_disk
 from conftest import baseline_and_eos, decode_with, mimic_eagle, random_eagle, random_prompt, tiny
 from omegaconf import OmegaConf
 
@@ -30,6 +31,7 @@ from specdec.strategies import Request, create_strategy
 from specdec.drafts.subset_head import SubsetHead
 from specdec.tiny import tiny_random_model
 from specdec.training import features as training_data
+from specdec.training.accelerator import trainer_accelerator
 from specdec.training.eagle_recipe import group_loss, train, unrolled_mask, unrolled_predictions
 from specdec.training.features import features
 
@@ -230,18 +232,18 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path):
     rng = random.Random(0)
     rows = [{"id": i, "index": i, "sampled": False, "prompt_ids": [rng.randrange(256) for _ in range(rng.randint(4, 12))],
              "answer_ids": [rng.randrange(256) for _ in range(rng.randint(6, 16))]} for i in range(12)]
-    hidden = features(rows, model, tmp_path / "features.pt", max_tokens=128)
+    hidden = features(rows, model, tmp_path / "features")
     with torch.no_grad():
         alone = model.model(input_ids=torch.tensor([rows[3]["prompt_ids"] + rows[3]["answer_ids"]])).last_hidden_state[0]
     assert torch.allclose(hidden[3].float(), alone, atol=0.05)  # bf16 on disk
     more = [{**rows[0], "id": "new", "index": 12}]
-    again = features(rows + more, model, tmp_path / "features.pt", max_tokens=128)  # computes the new row only
+    again = features(rows + more, model, tmp_path / "features")  # computes the new row only
     assert len(again) == 13 and all(a is b or torch.equal(a, b) for a, b in zip(again, hidden))
-    assert torch.allclose(again[12].float(), again[0].float(), atol=0.05) and len(torch.load(tmp_path / "features.pt", weights_only=True)) == 13
+    assert torch.allclose(again[12].float(), again[0].float(), atol=0.05) and len(load_from_disk(str(tmp_path / "features"))) == 13
     subset = SubsetHead(model.get_output_embeddings().weight, list(range(model.config.vocab_size)))
     draft = new_eagle_draft(model, init_layer=None)
-    cfg = OmegaConf.create({"seed": 0, "train": {"unroll": 2, "feature_weight": 0.1, "noise": 0.0, "lr": 3e-3, "dtype": "bfloat16",
-                                                 "epochs": 30, "batch_tokens": 128, "checkpoint_every": 10,
+    cfg = OmegaConf.create({"seed": 0, "train": {"unroll": 2, "feature_weight": 0.1, "noise": 0.0, "lr": 3e-3,
+                                                 "mixed_precision": "bf16", "grad_accum": 1, "epochs": 30, "batch_tokens": 128, "checkpoint_every": 10,
                                                  "time_budget_min": 5}})
 
     def losses():
@@ -250,9 +252,9 @@ def test_training_lowers_the_loss_and_checkpoints(tmp_path):
             return [group_loss(draft, [r], hidden, subset, 2, 0.1, 0.0)[0].item() for r in rows]
 
     before = losses()
-    result = train(cfg, draft, rows, rows[:2], hidden, subset, tmp_path)
+    result = train(cfg, trainer_accelerator(cfg.train), draft, rows, rows[:2], hidden, subset, tmp_path, "data")
     after = losses()
-    assert result["steps"] == result["planned_steps"] and (tmp_path / "eagle_checkpoint.pt").exists()
+    assert result["steps"] == result["planned_steps"] and (tmp_path / "eagle_checkpoint" / "progress.json").exists()
     assert sum(after) < 0.9 * sum(before)  # cross-entropy against soft targets: their entropy is its floor
     assert len(result["held_out_top1"]) == 2
 
@@ -275,7 +277,7 @@ def test_each_seed_adds_its_own_data_set(tmp_path, monkeypatch):
     cfg = OmegaConf.create({"seed": 0, "data": {"seeds": [0, 1]}, "train": {"batch_tokens": 64}})
     data, hidden, minutes = training_data.seeded_data(cfg, model, None, [], tmp_path)
     assert [r["id"] for r in data] == ["0/p-0", "0/p-1", "0/p-2", "1/p-0", "1/p-1", "1/p-2"]
-    assert minutes == 3.0 and len(hidden) == 6 and (tmp_path / "seed-1" / "features.pt").exists()
+    assert minutes == 3.0 and len(hidden) == 6 and (tmp_path / "seed-1" / "features").exists()
     for row in data:
         assert len(hidden[row["index"]]) == len(row["prompt_ids"]) + len(row["answer_ids"])
         assert (hidden[row["index"]] == 7).all() == row["id"].endswith("p-0")

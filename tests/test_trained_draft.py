@@ -177,7 +177,7 @@ def test_training_dtypes_name_their_knob_and_warn_where_bf16_is_emulated(monkeyp
     cpu_dtype.cache_clear()
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     with caplog.at_level(logging.WARNING):
-        assert cpu_dtype("float32", "train.dtype") == torch.float32 and not caplog.text
-        assert cpu_dtype("bfloat16", "train.dtype") == torch.bfloat16
-    assert "set train.dtype=float32" in caplog.text
+        assert cpu_dtype("float32", "data.dtype") == torch.float32 and not caplog.text
+        assert cpu_dtype("bfloat16", "data.dtype") == torch.bfloat16
+    assert "set data.dtype=float32" in caplog.text
     cpu_dtype.cache_clear()

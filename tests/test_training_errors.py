@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import tiny, train_config
 
 from specdec import ConfigError
 from specdec.training import answers, draft_recipe
+from specdec.training.accelerator import mixed_precision
 from specdec.training.settings import check_settings, check_target_layers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +47,9 @@ BAD = [  # (trainer, overrides, what the message says)
     ("eagle", ["train.unroll=0"], "train.unroll=0 is invalid: set it to an integer >= 1"),
     ("eagle", ["train.num_layers=0"], "train.num_layers=0 is invalid: set it to an integer >= 1"),
     ("eagle", ["train.init_layer=-1"], "train.init_layer=-1 is invalid: set it to an integer >= 0 or null"),
-    ("eagle", ["train.dtype=int8"], "train.dtype='int8' is invalid: set it to one of auto, float32"),
+    ("eagle", ["train.mixed_precision=fp8"], "train.mixed_precision='fp8' is invalid: set it to one of auto, no, bf16, fp16"),
+    ("medusa", ["train.grad_accum=0"], "train.grad_accum=0 is invalid: set it to an integer >= 1"),
+    ("draft", ["~train.mixed_precision"], "train.mixed_precision is missing from the config: set train.mixed_precision"),
     ("eagle", ["train.noise=-0.1"], "train.noise=-0.1 is invalid: set it to a number >= 0"),
     ("eagle", ["train.checkpoint_every=0"], "train.checkpoint_every=0 is invalid: set it to an integer >= 1"),
     ("medusa", ["heads.num_heads=0"], "heads.num_heads=0 is invalid: set it to an integer >= 1"),
@@ -87,3 +91,9 @@ def test_the_entry_point_exits_with_status_2_and_the_message(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 2 and "train.unroll=0 is invalid: set it to an integer >= 1" in output
     assert "Traceback" not in output and not (tmp_path / "work").exists()  # stopped before touching the work dir
+
+
+def test_mixed_precision_a_cpu_cannot_run_names_the_fix():
+    with pytest.raises(ConfigError, match=r"^train.mixed_precision=fp16 needs a GPU: set it to auto, no or bf16$"):
+        mixed_precision("fp16", torch.device("cpu"))
+    assert mixed_precision("auto", torch.device("cpu")) == "no" and mixed_precision("no", torch.device("cuda")) == "no"

@@ -8,23 +8,27 @@ import logging
 import pytest
 import torch
 from conftest import tiny, train_config
+from datasets import load_from_disk
 from omegaconf import OmegaConf
+from safetensors.torch import save_file
 
 from specdec import ConfigError
 from specdec.io import atomic_torch_save, read_jsonl
 from specdec.tiny import byte_tokenizer
 from specdec.training import draft_recipe, fingerprint
 from specdec.training.answers import answer
+from specdec.training.accelerator import trainer_accelerator
 from specdec.training.features import features, seed_dirs
 from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
 
-TRAIN = OmegaConf.create({"lr": 1e-2, "checkpoint_every": 1, "time_budget_min": 1})
+TRAIN = OmegaConf.create({"lr": 1e-2, "checkpoint_every": 1, "time_budget_min": 1, "mixed_precision": "no",
+                          "grad_accum": 1})
 
 
 def test_a_rerun_with_other_settings_names_the_keys_and_the_fix(tmp_path, monkeypatch):
     """The issue: a draft trainer resumed with other data.prompts carried on with the old answers."""
-    work, checkpoint = tmp_path / "work", tmp_path / "work" / "checkpoint.pt"
+    work, checkpoint = tmp_path / "work", tmp_path / "work" / "checkpoint"
     first = train_config("train_draft", f"work_dir={work}")
     check_work_dir(first, checkpoint, {0: work})
     (work / "data.jsonl").write_text("")
@@ -39,7 +43,7 @@ def test_a_rerun_with_other_settings_names_the_keys_and_the_fix(tmp_path, monkey
     check_work_dir(train_config("train_draft", "train.time_budget_min=50", "train.checkpoint_every=5"), checkpoint,
                    {0: work})
     with pytest.raises(ConfigError, match=r"\(train.lr: 0.0005 -> 0.001\): use a new work_dir, or delete "
-                                          r"\S+checkpoint.pt to train from step 0$"):
+                                          r"\S+checkpoint to train from step 0$"):
         check_work_dir(train_config("train_draft", "train.lr=1e-3"), checkpoint, {0: work})
     monkeypatch.setattr(fingerprint, "git_commit", lambda: "another-commit")
     with pytest.raises(ConfigError, match=r'code: "\S+" -> "another-commit"'):
@@ -49,22 +53,22 @@ def test_a_rerun_with_other_settings_names_the_keys_and_the_fix(tmp_path, monkey
 def test_eagle_and_medusa_share_answers_but_not_checkpoints(tmp_path):
     """Their data sections are the same, so the seed-N answers of one serve the other."""
     eagle, medusa = (train_config(f"train_{kind}", f"work_dir={tmp_path}", "data.seeds=[0,1]") for kind in ("eagle", "medusa"))
-    check_work_dir(eagle, tmp_path / "eagle_checkpoint.pt", seed_dirs(eagle, tmp_path))
+    check_work_dir(eagle, tmp_path / "eagle_checkpoint", seed_dirs(eagle, tmp_path))
     for directory in seed_dirs(eagle, tmp_path).values():
         (directory / "data.jsonl").write_text("")
-    (tmp_path / "eagle_checkpoint.pt").write_bytes(b"")
-    check_work_dir(medusa, tmp_path / "medusa_checkpoint.pt", seed_dirs(medusa, tmp_path))
+    (tmp_path / "eagle_checkpoint").write_bytes(b"")
+    check_work_dir(medusa, tmp_path / "medusa_checkpoint", seed_dirs(medusa, tmp_path))
     shorter = train_config("train_medusa", f"work_dir={tmp_path}", "data.seeds=[0,1]", "data.max_new_tokens=64")
     with pytest.raises(ConfigError, match=r"seed-0/data.jsonl was made with other settings \(data.max_new_tokens: "
                                           r"128 -> 64\): use a new work_dir, or delete \S+seed-0 to answer again$"):
-        check_work_dir(shorter, tmp_path / "medusa_checkpoint.pt", seed_dirs(shorter, tmp_path))
+        check_work_dir(shorter, tmp_path / "medusa_checkpoint", seed_dirs(shorter, tmp_path))
 
 
 def test_files_made_before_fingerprints_were_recorded_name_the_fix(tmp_path):
     (tmp_path / "data.jsonl").write_text("")
     with pytest.raises(ConfigError, match=r"data.jsonl has no record of the settings it was made with "
                                           r"\(data_fingerprint.json; an older version wrote it\): use a new work_dir"):
-        check_work_dir(train_config("train_draft"), tmp_path / "checkpoint.pt", {0: tmp_path})
+        check_work_dir(train_config("train_draft"), tmp_path / "checkpoint", {0: tmp_path})
 
 
 class Payload:
@@ -77,7 +81,7 @@ class Payload:
         return open, (self.marker, "w")
 
 
-def train_steps(checkpoint, steps: int = 3) -> tuple[torch.nn.Linear, int]:
+def train_steps(checkpoint, steps: int = 3, data_sha256: str = "data") -> tuple[torch.nn.Linear, int]:
     """A tiny linear regression through the trainers' loop, resuming from `checkpoint`: (module, steps done)."""
     torch.manual_seed(0)
     module = torch.nn.Linear(4, 1)
@@ -87,50 +91,68 @@ def train_steps(checkpoint, steps: int = 3) -> tuple[torch.nn.Linear, int]:
         loss = torch.nn.functional.mse_loss(module(x), y)
         return loss, [torch.ones(1)]
 
-    step, _ = optimize(TRAIN, module, list(module.parameters()), list(range(steps)), batch_loss, checkpoint,
-                       module.state_dict)
-    return module, step
+    progress = optimize(TRAIN, trainer_accelerator(TRAIN), module, list(module.parameters()), list(range(steps)),
+                        batch_loss, checkpoint, module.state_dict, data_sha256)
+    return module, progress.steps
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path):
-    marker, checkpoint = tmp_path / "code-ran", tmp_path / "checkpoint.pt"
-    torch.save({"weights": {}, "optimizer": {}, "schedule": {}, "step": Payload(marker), "seconds": 0.0}, checkpoint)
-    with pytest.raises(ConfigError, match=r"^refused to resume from .*checkpoint.pt: .*could run code.*"
+    marker, checkpoint = tmp_path / "code-ran", tmp_path / "checkpoint"
+    train_steps(checkpoint)
+    torch.save({"state": Payload(marker), "param_groups": []}, checkpoint / "optimizer.bin")
+    with pytest.raises(ConfigError, match=r"^refused to resume from .*checkpoint: .*could run code.*"
                                           r"delete it, or use a new work_dir$"):
         train_steps(checkpoint)
     assert not marker.exists()
-    torch.load(checkpoint, weights_only=False)  # the payload is real: a plain load runs it
+    torch.load(checkpoint / "optimizer.bin", weights_only=False)  # the payload is real: a plain load runs it
     assert marker.exists()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "empty", "keys"])
+@pytest.mark.parametrize("damage", ["truncate", "empty", "keys", "progress"])
 def test_a_damaged_checkpoint_is_one_line_naming_the_fix(damage, tmp_path):
-    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint = tmp_path / "checkpoint"
     trained, step = train_steps(checkpoint)
     resumed, again = train_steps(checkpoint)  # a sound checkpoint resumes at its step: nothing is retrained
     assert step == again == 3 and torch.equal(trained.weight, resumed.weight)
-    data = checkpoint.read_bytes()
-    if damage == "keys":
-        atomic_torch_save({"weights": {}}, checkpoint)
+    weights = checkpoint / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "empty":
+        (checkpoint / "optimizer.bin").write_bytes(b"")
+    elif damage == "keys":
+        save_file({"other.weight": torch.zeros(1)}, weights)
     else:
-        checkpoint.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"")
-    with pytest.raises(ConfigError, match=r"^cannot resume from .*checkpoint.pt \(damaged or not a checkpoint of "
+        (checkpoint / "progress.json").unlink()
+    with pytest.raises(ConfigError, match=r"^cannot resume from .*checkpoint \(damaged or not a checkpoint of "
                                           r"this trainer: [^\n]*\); delete it to train from step 0, or use a new work_dir$"):
         train_steps(checkpoint)
+
+
+def test_a_checkpoint_of_other_data_is_refused_and_a_cut_swap_resumes(tmp_path):
+    """Resuming on data with another hash (answers changed under the same settings) names the fix;
+    a kill between the swap's two renames leaves the previous checkpoint as <name>.old, which resumes."""
+    checkpoint = tmp_path / "checkpoint"
+    train_steps(checkpoint, steps=3)
+    with pytest.raises(ConfigError, match=r"^\S+checkpoint was trained on other data \(data hash data\.\.\. -> "
+                                          r"other\.\.\.\): use a new work_dir, or delete \S+checkpoint to train from step 0$"):
+        train_steps(checkpoint, steps=3, data_sha256="other")
+    checkpoint.rename(tmp_path / "checkpoint.old")
+    module, step = train_steps(checkpoint, steps=3)
+    assert step == 3 and not (tmp_path / "checkpoint").exists()  # resumed at its last step: nothing to do
 
 
 def test_unreadable_features_are_computed_again(tmp_path, caplog):
     model = tiny("llama")
     rows = [{"id": f"r{i}", "prompt_ids": [1, 2, 3 + i], "answer_ids": [4, 5]} for i in range(3)]
-    path = tmp_path / "features.pt"
+    path = tmp_path / "features"
     expected = features(rows, model, path)
-    marker = tmp_path / "code-ran"
-    torch.save({"r0": Payload(marker)}, path)
+    for arrow in path.glob("*.arrow"):  # a damaged dataset
+        arrow.write_bytes(arrow.read_bytes()[:40])
     with caplog.at_level(logging.WARNING):
         again = features(rows, model, path)
-    assert "computing its features again" in caplog.text and not marker.exists()
+    assert "computing its features again" in caplog.text
     assert all(torch.equal(a, b) for a, b in zip(again, expected))
-    assert set(torch.load(path, weights_only=True)) == {"r0", "r1", "r2"}  # rewritten whole
+    assert sorted(load_from_disk(str(path))["id"]) == ["r0", "r1", "r2"]  # rewritten whole
 
 
 def test_a_torn_answer_is_answered_again(tmp_path, caplog):

@@ -1,48 +1,98 @@
-"""Checkpoints of the trainers (draft, EAGLE, Medusa recipes): the trained weights, optimizer,
-schedule, step and seconds spent, so that a rerun with the same work directory resumes where
-the last one stopped.
+"""Checkpoints of the trainers (draft, EAGLE, Medusa recipes) through accelerate's `save_state` /
+`load_state`: the trained weights, optimizer, schedule and random states in a folder, with the
+step and seconds spent in progress.json, so that a rerun with the same work directory resumes
+where the last one stopped.
 
-A checkpoint holds tensors, numbers and strings only, and is read with torch.load(weights_only=True):
-a file holding anything else (which unpickling could turn into running code) is refused unread.
-Checkpoints are written atomically, so a torn one means the file was damaged or replaced: resuming
-from a checkpoint that cannot be read is a ConfigError (delete it, or use a new work_dir), never a
-silent restart that would throw the training done so far away.
+Only the trained weights are saved (not the frozen target's tensors a draft borrows), keyed as
+the unwrapped module names them, so a run on N processes resumes on M. Every file is read with
+torch.load(weights_only=True) or safetensors: one holding other objects (which unpickling could
+turn into running code) is refused unread. A folder is written whole under another name, then
+swapped in (the previous one kept as <name>.old until the swap is done): a kill at any moment
+leaves a whole checkpoint. One that cannot be read is a ConfigError (delete it, or use a new
+work_dir), never a silent restart that would throw the training done so far away.
 """
 
+import json
 import logging
 import pickle
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-import torch
+from accelerate import Accelerator
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from specdec.errors import ConfigError
-from specdec.io import atomic_torch_save
+from specdec.io import atomic_write_text
 
 log = logging.getLogger(__name__)
+PROGRESS = "progress.json"  # written last: a folder holding it is whole
+WEIGHTS = "model.safetensors"  # accelerate's name for the first model's weights
 
 
-def save_checkpoint(path: Path, weights: dict, optimizer, schedule, step: int, seconds: float) -> None:
-    atomic_torch_save({"weights": weights, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                       "step": step, "seconds": seconds}, path)
+def keep_trained_weights(accelerator: Accelerator, saved: Callable[[], dict]) -> None:
+    """Make save_state write `saved()` (the trained weights) as the model's weights, and load_state
+    read them back into those same tensors, every key required."""
+
+    def on_save(models, weights, output_dir):
+        weights[:] = [{k: v.detach().contiguous() for k, v in saved().items()}]
+
+    def on_load(models, input_dir):
+        stored, wanted = load_file(Path(input_dir) / WEIGHTS), saved()
+        if set(stored) != set(wanted):
+            raise ValueError(f"its weights are {sorted(stored)[:3]}..., this trainer's {sorted(wanted)[:3]}...")
+        for key, tensor in wanted.items():
+            tensor.data.copy_(stored[key])
+        models.clear()  # loaded here: accelerate skips them
+
+    accelerator.register_save_state_pre_hook(on_save)
+    accelerator.register_load_state_pre_hook(on_load)
 
 
-def resume(path: Path, model: torch.nn.Module, optimizer, schedule, total_steps: int) -> tuple[int, float]:
-    """Load `path` into the model (its saved weights only), optimizer and schedule if it exists:
-    (step, seconds spent), or (0, 0.0) for a fresh start."""
-    if not path.exists():
+def save_checkpoint(accelerator: Accelerator, folder: Path, step: int, seconds: float, data_sha256: str) -> None:
+    """accelerator.save_state into <folder>.partial, then swapped in as `folder` (every process calls
+    it), with the step, the seconds spent and the hash of the data trained on."""
+    partial, old = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".old")
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_text(partial / PROGRESS, json.dumps({"step": step, "seconds": seconds,
+                                                                 "data_sha256": data_sha256}))
+        if folder.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            folder.rename(old)
+        partial.rename(folder)
+        if old.exists():
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def resume(accelerator: Accelerator, folder: Path, total_steps: int, data_sha256: str) -> tuple[int, float]:
+    """Load the checkpoint in `folder` (or <folder>.old, where a swap was cut short) if there is one:
+    (step, seconds spent), or (0, 0.0) for a fresh start. One trained on other data (another
+    data hash) is refused."""
+    found = next((f for f in (folder, folder.with_name(folder.name + ".old")) if f.exists()), None)
+    if found is None:
         return 0, 0.0
     try:
-        state = torch.load(path, weights_only=True)
-        model.load_state_dict(state["weights"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        step, seconds = int(state["step"]), float(state["seconds"])
+        progress = json.loads((found / PROGRESS).read_text())
+        step, seconds, trained_on = int(progress["step"]), float(progress["seconds"]), str(progress["data_sha256"])
+        if trained_on == data_sha256:
+            accelerator.load_state(str(found))
     except pickle.UnpicklingError:
-        raise ConfigError(f"refused to resume from {path}: it holds objects other than tensors and numbers, "
+        raise ConfigError(f"refused to resume from {found}: it holds objects other than tensors and numbers, "
                           "which could run code when loaded; delete it, or use a new work_dir") from None
-    except (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError, SafetensorError) as e:
         reason = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-        raise ConfigError(f"cannot resume from {path} (damaged or not a checkpoint of this trainer: {reason}); "
+        raise ConfigError(f"cannot resume from {found} (damaged or not a checkpoint of this trainer: {reason}); "
                           "delete it to train from step 0, or use a new work_dir") from None
-    log.info("resumed from %s at step %d of %d", path, step, total_steps)
+    if trained_on != data_sha256:
+        raise ConfigError(f"{found} was trained on other data (data hash {trained_on[:12]}... -> {data_sha256[:12]}...): "
+                          f"use a new work_dir, or delete {found} to train from step 0")
+    log.info("resumed from %s at step %d of %d", found, step, total_steps)
     return step, seconds

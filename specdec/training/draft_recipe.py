@@ -1,5 +1,5 @@
-"""The trained draft: a small draft model distilled from the target on the CPU
-(`python -m experiments.train_draft`, configs/train_draft.yaml).
+"""The trained draft: a small draft model distilled from the target on any device
+(`python -m experiments.train_draft`, configs/train_draft.yaml; the loop: specdec.training.optim).
 
 1. data: the target's own answers (specdec.training.answers), saved as work_dir/data.jsonl.
 2. draft: the target's config with len(`train.init_layers`) decoder layers, initialized from
@@ -23,11 +23,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from specdec.drafts.assets import frequent_token_head, save_token_frequencies
 from specdec.drafts.draft_model import new_draft, save_trained_draft
 from specdec.drafts.subset_head import SubsetHead
+from specdec.training.accelerator import trainer_accelerator
 from specdec.training.answers import answered_prompts
 from specdec.training.batches import batches, held_out_ids
 from specdec.training.fingerprint import check_work_dir
@@ -37,7 +39,7 @@ from specdec.training.settings import check_settings, check_target_layers
 from specdec.training.target import frozen_target
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.pt"  # in work_dir
+CHECKPOINT = "checkpoint"  # in work_dir: a folder (specdec.training.checkpoint)
 
 
 def answer_loss(draft, group: list[dict], pad: int, subset: SubsetHead | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,8 +47,8 @@ def answer_loss(draft, group: list[dict], pad: int, subset: SubsetHead | None) -
     `subset`, over the scores inference computes with draft.head_tokens (a token outside it is a miss)."""
     seqs = [r["prompt_ids"] + r["answer_ids"] for r in group]
     width = max(map(len, seqs))
-    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=draft.device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=draft.device)
     hidden = draft.model(input_ids=ids, attention_mask=mask).last_hidden_state
     rows, cols, labels = [], [], []
     for i, r in enumerate(group):  # position t predicts token t + 1: only answer tokens are targets
@@ -54,7 +56,7 @@ def answer_loss(draft, group: list[dict], pad: int, subset: SubsetHead | None) -
         rows += [i] * len(r["answer_ids"])
         cols += range(first, first + len(r["answer_ids"]))
         labels += r["answer_ids"]
-    labels = torch.tensor(labels)
+    labels = torch.tensor(labels, device=draft.device)
     if subset is None:
         logits = draft.lm_head(hidden[rows, cols])
     else:
@@ -71,7 +73,8 @@ def agreement(draft, rows: list[dict], pad: int, max_tokens: int, subset: Subset
     return hits.mean().item()
 
 
-def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path, subset: SubsetHead | None) -> dict:
+def train(cfg: DictConfig, accelerator: Accelerator, draft, data: list[dict], pad: int, work: Path,
+          subset: SubsetHead | None, data_sha256: str) -> dict:
     """Train the draft's layers on `data` less a held-out share of its greedy answers, from the
     checkpoint in `work` if there is one: the training's results."""
     held_ids = held_out_ids(data, cfg.train.held_out_share, cfg.seed)
@@ -89,10 +92,10 @@ def train(cfg: DictConfig, draft, data: list[dict], pad: int, work: Path, subset
     def trainable() -> dict:
         return {k: v for k, v in draft.state_dict().items() if k.startswith(("model.layers", "model.norm"))}
 
-    step, minutes = optimize(cfg.train, draft, params, plan, batch_loss, checkpoint, trainable)
+    progress = optimize(cfg.train, accelerator, draft, params, plan, batch_loss, checkpoint, trainable, data_sha256)
     after = agreement(draft, held_out, pad, cfg.train.batch_tokens, subset)
     log.info("held-out top-1 agreement with the target: %.3f (before training %s)", after, before)
-    return {"steps": step, "planned_steps": len(plan), "train_minutes": round(minutes, 1),
+    return {"steps": progress.steps, "planned_steps": progress.planned, "train_minutes": round(progress.minutes, 1),
             "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1_after": after}
 
 
@@ -100,19 +103,22 @@ def train_draft(cfg: DictConfig, evaluation: list[str]) -> dict:
     """The whole recipe for configs/train_draft.yaml's `cfg`, with training prompts sharing no
     span with the `evaluation` texts: the draft exported to cfg.out_dir, and its record."""
     check_settings(cfg, "draft")
-    work = Path(cfg.work_dir)
-    check_work_dir(cfg, work / CHECKPOINT, {cfg.seed: work})
-    target, tokenizer = frozen_target(cfg)
-    check_target_layers("train.init_layers", list(cfg.train.init_layers), target)
-    data, data_minutes = answered_prompts(cfg, target, tokenizer, evaluation, work)
-    draft = new_draft(target, list(cfg.train.init_layers))
+    work, out = Path(cfg.work_dir), Path(cfg.out_dir)
+    accelerator = trainer_accelerator(cfg.train)
+    with accelerator.main_process_first():  # the main process answers; the others then read its answers
+        check_work_dir(cfg, work / CHECKPOINT, {cfg.seed: work}, accelerator.num_processes)
+        target, tokenizer = frozen_target(cfg, accelerator.device)
+        check_target_layers("train.init_layers", list(cfg.train.init_layers), target)
+        data, data_minutes = answered_prompts(cfg, target, tokenizer, evaluation, work)
+        out.mkdir(parents=True, exist_ok=True)
+        save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
+    draft = new_draft(target, list(cfg.train.init_layers)).to(accelerator.device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
     weight = target.get_output_embeddings().weight
     subset = frequent_token_head(weight, out, cfg.train.head_tokens) if cfg.train.head_tokens else None
-    results = train(cfg, draft, data, pad, work, subset)
-    meta = training_record(cfg, data, data_digest([work / "data.jsonl"]), data_minutes, results)
-    save_trained_draft(draft, out, meta)
+    data_hash = data_digest([work / "data.jsonl"])
+    results = train(cfg, accelerator, draft, data, pad, work, subset, data_hash)
+    meta = training_record(cfg, data, data_hash, data_minutes, results)
+    if accelerator.is_main_process:
+        save_trained_draft(draft, out, meta)
     return meta

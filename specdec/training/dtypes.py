@@ -1,4 +1,4 @@
-"""The dtype knobs of the trainers (data.dtype, train.dtype), resolved for the CPU."""
+"""The dtype the target answers the training prompts in (data.dtype), resolved for the CPU."""
 
 import functools
 import logging

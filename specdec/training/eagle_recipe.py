@@ -1,5 +1,5 @@
-"""The EAGLE draft: a feature-level draft trained on the frozen target, on the CPU
-(`python -m experiments.train_eagle`, configs/train_eagle.yaml).
+"""The EAGLE draft: a feature-level draft trained on the frozen target, on any device
+(`python -m experiments.train_eagle`, configs/train_eagle.yaml; the loop: specdec.training.optim).
 
 1. data: the trained draft's (specdec.training.answers): the target's own greedy and sampled
    answers to training prompts disjoint from every evaluation suite, once per seed in
@@ -12,7 +12,7 @@
    cross-entropy against the target's own distribution there (through its LM head,
    restricted to the `train.head_tokens` most frequent answer tokens, as at inference) plus
    `train.feature_weight` times a smooth-L1 regression on the hidden state (EAGLE), with the
-   products in `train.dtype` autocast.
+   products autocast as `train.mixed_precision` says.
 4. unrolled passes (`train.unroll`, the "training-time test" of EAGLE-3): pass s feeds the
    draft's own predicted hidden states of pass s - 1 back in, with the attention pattern it
    sees when drafting token s at inference (true-feature keys up to the last verified
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from omegaconf import DictConfig
 from transformers import DynamicCache
 
@@ -37,7 +38,7 @@ from specdec.drafts.eagle_draft import EagleDraft, new_eagle_draft, save_eagle_d
 from specdec.drafts.assets import frequent_token_head, save_token_frequencies
 from specdec.drafts.subset_head import SubsetHead
 from specdec.training.batches import batches, held_out_ids, sequence
-from specdec.training.dtypes import cpu_dtype
+from specdec.training.accelerator import trainer_accelerator
 from specdec.training.features import seed_dirs, seeded_data
 from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
@@ -46,19 +47,19 @@ from specdec.training.settings import check_settings, check_target_layers
 from specdec.training.target import frozen_target
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "eagle_checkpoint.pt"  # in work_dir
+CHECKPOINT = "eagle_checkpoint"  # in work_dir: a folder (specdec.training.checkpoint)
 
 
-def unrolled_mask(length: int, passes: int) -> torch.Tensor:
+def unrolled_mask(length: int, passes: int, device: torch.device | None = None) -> torch.Tensor:
     """(1, 1, length, passes * length) additive mask of pass `passes` (1-based): the query at
     draft position q sees pass-1 keys up to q - passes + 1 (verified positions) and the key of
     pass r at q - (passes - r) (its own earlier drafts, then itself), as when drafting at inference."""
-    q = torch.arange(length)[:, None]
-    j = torch.arange(length)[None, :]
+    q = torch.arange(length, device=device)[:, None]
+    j = torch.arange(length, device=device)[None, :]
     blocks = [j <= q - passes + 1] + [j == q - (passes - r) for r in range(2, passes + 1)]
     allowed = torch.cat(blocks, dim=1)
     allowed[:, (passes - 1) * length :].fill_diagonal_(True)  # a row always sees itself (also where q < passes - 1)
-    return torch.zeros(allowed.shape).masked_fill_(~allowed, torch.finfo(torch.float32).min)[None, None]
+    return torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, torch.finfo(torch.float32).min)[None, None]
 
 
 def unrolled_predictions(draft: EagleDraft, ids: torch.Tensor, states: torch.Tensor, unroll: int,
@@ -69,14 +70,14 @@ def unrolled_predictions(draft: EagleDraft, ids: torch.Tensor, states: torch.Ten
     earlier, under unrolled_mask, so that pass s at q is what drafting token s from the verified
     position q - s + 1 computes at inference."""
     width = ids.shape[1]
-    positions = torch.arange(width)[None].expand(len(ids), -1)
+    positions = torch.arange(width, device=ids.device)[None].expand(len(ids), -1)
     cache = {cache_argument(draft.lm.model): DynamicCache(config=draft.lm.config)}
     inputs, passes = states, []
     for s in range(1, unroll + 1):
         if s > 1:
             inputs = torch.cat([inputs[:, :1], passes[-1][:, :-1]], dim=1)
         noisy = inputs + noise * torch.randn_like(inputs) if noise else inputs
-        passes.append(draft.lm.model(inputs_embeds=draft.inputs(noisy, ids), attention_mask=unrolled_mask(width, s),
+        passes.append(draft.lm.model(inputs_embeds=draft.inputs(noisy, ids), attention_mask=unrolled_mask(width, s, ids.device),
                                      position_ids=positions, use_cache=True, **cache).last_hidden_state)
     return passes
 
@@ -88,10 +89,12 @@ def group_loss(draft: EagleDraft, group: list[dict], hidden: list[torch.Tensor],
     plus feature_weight times the smooth-L1 distance to the target's hidden state."""
     seqs = [sequence(r) for r in group]
     width = max(map(len, seqs)) - 1  # draft positions
-    ids = torch.tensor([s[1:] + [0] * (width + 1 - len(s)) for s in seqs])
-    feats = torch.stack([F.pad(hidden[r["index"]].float(), (0, 0, 0, width + 1 - len(s))) for r, s in zip(group, seqs)])
+    device = draft.fc.weight.device
+    ids = torch.tensor([s[1:] + [0] * (width + 1 - len(s)) for s in seqs], device=device)
+    feats = torch.stack([F.pad(hidden[r["index"]].to(device).float(), (0, 0, 0, width + 1 - len(s)))
+                         for r, s in zip(group, seqs)])
     wanted = feats[:, 1:]
-    answer = torch.zeros(len(group), width, dtype=torch.bool)  # the state at q + 1 chose an answer token
+    answer = torch.zeros(len(group), width, dtype=torch.bool, device=device)  # the state at q + 1 chose an answer token
     for i, r in enumerate(group):
         answer[i, len(r["prompt_ids"]) - 2 : len(seqs[i]) - 2] = True
     with torch.no_grad():
@@ -121,7 +124,8 @@ def agreement(draft, rows, hidden, subset, unroll: int, max_tokens: int) -> list
     return [round(torch.cat(h).mean().item(), 4) for h in per_pass]
 
 
-def train(cfg: DictConfig, draft: EagleDraft, rows, held_out, hidden, subset, work: Path) -> dict:
+def train(cfg: DictConfig, accelerator: Accelerator, draft: EagleDraft, rows, held_out, hidden, subset,
+          work: Path, data_sha256: str) -> dict:
     """Train the draft's own weights on `rows` (features in `hidden`), from the checkpoint in
     `work` if there is one: the training's results, with the agreement on `held_out`."""
     params = list(draft.own_state().values())
@@ -132,16 +136,14 @@ def train(cfg: DictConfig, draft: EagleDraft, rows, held_out, hidden, subset, wo
     checkpoint = work / CHECKPOINT
     unroll = cfg.train.unroll
     before = None if checkpoint.exists() else agreement(draft, held_out, hidden, subset, unroll, cfg.train.batch_tokens)
-    dtype = cpu_dtype(cfg.train.dtype, "train.dtype")
 
-    def batch_loss(group):  # products in train.dtype (autocast), weights and optimizer state in float32
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            return group_loss(draft, group, hidden, subset, unroll, cfg.train.feature_weight, cfg.train.noise)
+    def batch_loss(group):  # autocast by the accelerator (train.mixed_precision)
+        return group_loss(draft, group, hidden, subset, unroll, cfg.train.feature_weight, cfg.train.noise)
 
-    step, minutes = optimize(cfg.train, draft, params, plan, batch_loss, checkpoint, draft.own_state)
+    progress = optimize(cfg.train, accelerator, draft, params, plan, batch_loss, checkpoint, draft.own_state, data_sha256)
     after = agreement(draft, held_out, hidden, subset, unroll, cfg.train.batch_tokens)
     log.info("held-out top-1 agreement per drafted position: %s (before training %s)", after, before)
-    return {"steps": step, "planned_steps": len(plan), "train_minutes": round(minutes, 1),
+    return {"steps": progress.steps, "planned_steps": progress.planned, "train_minutes": round(progress.minutes, 1),
             "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1": after}
 
 
@@ -149,21 +151,24 @@ def train_eagle(cfg: DictConfig, evaluation: list[str]) -> dict:
     """The whole recipe for configs/train_eagle.yaml's `cfg`, with training prompts sharing no
     span with the `evaluation` texts: the draft exported to cfg.out_dir, and its record."""
     check_settings(cfg, "eagle")
-    work = Path(cfg.work_dir)
-    check_work_dir(cfg, work / CHECKPOINT, seed_dirs(cfg, work))
-    target, tokenizer = frozen_target(cfg)
-    if cfg.train.init_layer is not None:
-        check_target_layers("train.init_layer", [cfg.train.init_layer], target)
-    data, hidden, data_minutes = seeded_data(cfg, target, tokenizer, evaluation, work)
+    work, out = Path(cfg.work_dir), Path(cfg.out_dir)
+    accelerator = trainer_accelerator(cfg.train)
+    with accelerator.main_process_first():  # the main process answers; the others then read its answers
+        check_work_dir(cfg, work / CHECKPOINT, seed_dirs(cfg, work), accelerator.num_processes)
+        target, tokenizer = frozen_target(cfg, accelerator.device)
+        if cfg.train.init_layer is not None:
+            check_target_layers("train.init_layer", [cfg.train.init_layer], target)
+        data, hidden, data_minutes = seeded_data(cfg, target, tokenizer, evaluation, work)
+        out.mkdir(parents=True, exist_ok=True)
+        save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
     held_ids = held_out_ids(data, cfg.train.held_out_share, cfg.seed)
     rows = [r for r in data if r["id"] not in held_ids]
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
     subset = frequent_token_head(target.get_output_embeddings().weight, out, cfg.train.head_tokens)
-    draft = new_eagle_draft(target, cfg.train.init_layer, cfg.train.num_layers)
-    results = train(cfg, draft, rows, [r for r in data if r["id"] in held_ids], hidden, subset, work)
+    draft = new_eagle_draft(target, cfg.train.init_layer, cfg.train.num_layers).to(accelerator.device)
     data_hash = data_digest([d / "data.jsonl" for d in seed_dirs(cfg, work).values()])
+    held_out = [r for r in data if r["id"] in held_ids]
+    results = train(cfg, accelerator, draft, rows, held_out, hidden, subset, work, data_hash)
     meta = training_record(cfg, data, data_hash, data_minutes, results)
-    save_eagle_draft(draft, out, meta)
+    if accelerator.is_main_process:
+        save_eagle_draft(draft, out, meta)
     return meta

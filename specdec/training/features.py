@@ -2,65 +2,98 @@
 input) at every position, which EAGLE's draft and Medusa's heads train on.
 
 Most come free with the answers (specdec.training.batch_answers keeps them while the target
-answers); the rest (sequences answered before a resume) take one batched pass here. They are
-stored by row id in the work directory, so a rerun computes only what is missing (a stored file
-that cannot be read is recomputed, with a warning: it holds nothing but the target's states). Each seed in
-`data.seeds` draws its own passages and prompts (seeded_data): more data, answered in
-work_dir/seed-N, so the EAGLE draft and the Medusa heads can train on the same files.
+answers); the rest (sequences answered before a resume) are computed here with
+`datasets.Dataset.map(batched=True)` on the target's device. They are stored as a
+`datasets.Dataset` on disk (Arrow: the row id, and the states as bf16 bits in an int16 array),
+saved whole under another name and then swapped in, so a rerun computes only what is missing
+(a stored one that cannot be read is recomputed, with a warning: it holds nothing but the
+target's states). Each seed in `data.seeds` draws its own passages and prompts (seeded_data):
+more data, answered in work_dir/seed-N, so the EAGLE draft and the Medusa heads can train on
+the same files.
 """
 
 import logging
-import pickle
-import random
+import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
+from datasets import Array2D, Dataset, Features, Value, concatenate_datasets, load_from_disk
 from omegaconf import DictConfig
-from tqdm import tqdm
 
-from specdec.io import atomic_torch_save
 from specdec.training.answers import answered_prompts
-from specdec.training.batches import batches, sequence
+from specdec.training.batches import sequence
 
 log = logging.getLogger(__name__)
+FEATURES = "features"  # in each data directory: a datasets.Dataset saved to disk
+
+
+def features(rows: list[dict], target, path: Path, known: dict | None = None,
+             batch_size: int = 16) -> list[torch.Tensor]:
+    """The target's last hidden state (after its final norm) at every position of every sequence,
+    bf16, in the order of `rows`: those `known` (kept while answering), the others computed by a
+    batched map over the sequences (right-padded, sorted by length; causal: padding never leaks).
+    Kept in the dataset at `path` by row id: a rerun computes only the rows added since."""
+    kept, known = stored_features(path), {str(k): v for k, v in (known or {}).items()}
+    stored = set(kept["id"]) if kept is not None else set()
+    missing = sorted((r for r in rows if str(r["id"]) not in stored), key=lambda r: len(sequence(r)))
+    if missing:
+        width = target.config.get_text_config().hidden_size
+        schema = Features({"id": Value("string"), "hidden": Array2D(shape=(None, width), dtype="int16")})
+        todo = Dataset.from_list([{"id": str(r["id"]), "ids": sequence(r)} for r in missing])
+        new = todo.map(lambda batch: target_states(batch, target, known), batched=True, batch_size=batch_size,
+                       remove_columns=["ids"], features=schema, desc="features", keep_in_memory=True)
+        kept = new if kept is None else concatenate_datasets([kept, new])
+        save_whole(kept, path)
+    by_id = {row_id: i for i, row_id in enumerate(kept["id"])}
+    hidden = list(kept.with_format("numpy")["hidden"])  # the bits come back widened to int64
+    return [torch.from_numpy(hidden[by_id[str(r["id"])]].astype(np.int16)).view(torch.bfloat16) for r in rows]
 
 
 @torch.no_grad()
-def features(rows: list[dict], target, path: Path, known: dict | None = None,
-             max_tokens: int = 1024) -> list[torch.Tensor]:
-    """The target's last hidden state (after its final norm) at every position of every sequence,
-    bf16, in the order of `rows`: those `known` (kept while answering), the others computed here,
-    batched by length, right-padded (causal: padding never leaks). Kept in `path` by row id: a
-    rerun computes only the rows added since."""
-    kept, known = stored_features(path), known or {}
-    new = {r["id"]: known[r["id"]] for r in rows if r["id"] in known and r["id"] not in kept}
-    kept.update(new)
-    missing = [r for r in rows if r["id"] not in kept]
-    with tqdm(total=len(rows), initial=len(rows) - len(missing), desc="features", unit="sequence") as bar:
-        for group in batches(missing, max_tokens, random.Random(0)):
-            seqs = [sequence(r) for r in group]
-            width = max(map(len, seqs))
-            ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
-            states = target.get_decoder()(input_ids=ids).last_hidden_state
-            for row, s, state in zip(group, seqs, states):
-                kept[row["id"]] = state[: len(s)].to(torch.bfloat16)
-            bar.update(len(group))
-    if missing or new:
-        atomic_torch_save(kept, path)
-    return [kept[r["id"]] for r in rows]
+def target_states(batch: dict, target, known: dict) -> dict:
+    """The map over a batch of sequences: each one's states, as kept while answering or computed
+    in one right-padded pass of the target's decoder, as int16 arrays of their bf16 bits."""
+    todo = [ids for row_id, ids in zip(batch["id"], batch["ids"]) if row_id not in known]
+    computed = []
+    if todo:
+        width = max(map(len, todo))
+        device = next(target.parameters()).device
+        padded = torch.tensor([ids + [0] * (width - len(ids)) for ids in todo], device=device)
+        computed = list(target.get_decoder()(input_ids=padded).last_hidden_state)
+    states = []
+    for row_id, ids in zip(batch["id"], batch["ids"]):
+        state = known[row_id] if row_id in known else computed.pop(0)[: len(ids)]
+        states.append(state.to(torch.bfloat16).cpu().view(torch.int16).numpy())
+    return {"hidden": states}
 
 
-def stored_features(path: Path) -> dict[str, torch.Tensor]:
-    """The features kept in `path` by row id: none if it is missing, or unreadable (torn, damaged,
-    or holding objects other than tensors, which are never unpickled)."""
-    if not path.exists():
-        return {}
+def save_whole(dataset: Dataset, path: Path) -> None:
+    """save_to_disk into <path>.partial, then swapped in: a reader finds the old dataset or the new one."""
+    partial, old = path.with_name(path.name + ".partial"), path.with_name(path.name + ".old")
+    for leftover in (partial, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    dataset.save_to_disk(str(partial))
+    if path.exists():
+        path.rename(old)
+    partial.rename(path)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def stored_features(path: Path) -> Dataset | None:
+    """The features dataset at `path` (or <path>.old, where a swap was cut short): none if it is
+    missing or unreadable (torn or damaged)."""
+    found = next((p for p in (path, path.with_name(path.name + ".old")) if p.exists()), None)
+    if found is None:
+        return None
     try:
-        return torch.load(path, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        log.warning("cannot read %s (%s): computing its features again", path, str(e).splitlines()[0] if str(e) else
-                    e.__class__.__name__)
-        return {}
+        return load_from_disk(str(found), keep_in_memory=True)
+    except Exception as e:  # datasets and pyarrow raise many types for a damaged folder
+        log.warning("cannot read %s (%s): computing its features again", found,
+                    str(e).splitlines()[0] if str(e) else e.__class__.__name__)
+        return None
 
 
 def seeded_data(cfg: DictConfig, target, tokenizer, evaluation: list[str], work: Path
@@ -74,7 +107,7 @@ def seeded_data(cfg: DictConfig, target, tokenizer, evaluation: list[str], work:
         part.seed = seed
         answering = {}  # hidden states kept while answering: no feature pass over those rows
         rows, spent = answered_prompts(part, target, tokenizer, evaluation, directory, answering)
-        states = features(rows, target, directory / "features.pt", answering)
+        states = features(rows, target, directory / FEATURES, answering)
         for index, row in enumerate(rows, start=len(hidden)):  # the row's features: hidden[row["index"]]
             row["index"] = index
             row["id"] = f"{seed}/{row['id']}"

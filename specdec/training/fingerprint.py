@@ -33,19 +33,21 @@ def settings(cfg: DictConfig, sections, code: str) -> dict:
     return json.loads(json.dumps({**flat({name: tree[name] for name in sections if name in tree}), "code": code}))
 
 
-def check_work_dir(cfg: DictConfig, checkpoint: Path, data_dirs: dict[int, Path]) -> None:
+def check_work_dir(cfg: DictConfig, checkpoint: Path, data_dirs: dict[int, Path], processes: int = 1) -> None:
     """Record, or check against what is recorded, the fingerprints of each data directory in
-    `data_dirs` (by data seed) and of the trainer whose checkpoint is `checkpoint`."""
+    `data_dirs` (by data seed) and of the trainer whose checkpoint is `checkpoint`, trained by
+    `processes` data-parallel processes (each takes its share of every step's batches)."""
     code = git_commit()
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     for seed, directory in data_dirs.items():
         directory.mkdir(parents=True, exist_ok=True)
         data = settings(cfg, ("model", "data"), code) | {"seed": seed}
         data.pop("data.seeds", None)  # one directory holds one seed's data
-        guard(directory / "data_fingerprint.json", data, [directory / "data.jsonl", directory / "features.pt"],
+        guard(directory / "data_fingerprint.json", data, [directory / "data.jsonl", directory / "features"],
               f"use a new work_dir, or delete {directory} to answer again")
-    trained = {k: v for k, v in settings(cfg, SECTIONS, code).items() if k not in RESUMABLE}
-    guard(checkpoint.with_name(f"{checkpoint.stem}_fingerprint.json"), trained, [checkpoint],
+    trained = {k: v for k, v in settings(cfg, SECTIONS, code).items() if k not in RESUMABLE} | {"processes": processes}
+    guard(checkpoint.with_name(f"{checkpoint.stem}_fingerprint.json"), trained,
+          [checkpoint, checkpoint.with_name(checkpoint.name + ".old")],
           f"use a new work_dir, or delete {checkpoint} to train from step 0")
 
 

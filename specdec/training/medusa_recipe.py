@@ -1,5 +1,5 @@
-"""Medusa-1 heads on the frozen target, on the CPU (`python -m experiments.train_medusa`,
-configs/train_medusa.yaml).
+"""Medusa-1 heads on the frozen target, on any device (`python -m experiments.train_medusa`,
+configs/train_medusa.yaml; the loop: specdec.training.optim).
 
 1. data: the EAGLE draft's (specdec.training.features.seeded_data: the trained draft's
    answers once per seed in `data.seeds`, so both can train on the same files), with the
@@ -24,12 +24,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from specdec.drafts.medusa_heads import MedusaHeads, save_medusa_heads
 from specdec.drafts.assets import frequent_token_head, save_token_frequencies
 from specdec.runtime.prepare import prepare
 from specdec.drafts.subset_head import SubsetHead
+from specdec.training.accelerator import trainer_accelerator
 from specdec.training.batches import held_out_ids, sequence
 from specdec.training.features import seed_dirs, seeded_data
 from specdec.training.fingerprint import check_work_dir
@@ -40,7 +42,7 @@ from specdec.training.target import frozen_target
 from specdec.tree import best_tree
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "medusa_checkpoint.pt"  # in work_dir
+CHECKPOINT = "medusa_checkpoint"  # in work_dir: a folder (specdec.training.checkpoint)
 RANKS = 10  # ranks whose accuracy is recorded for tree building
 
 
@@ -60,7 +62,7 @@ def answer_positions(rows: list[tuple[dict, torch.Tensor]], num_heads: int) -> t
 
 def head_logits(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor) -> torch.Tensor:
     """(N, K, S) scores over the subset's tokens only (training never builds full-vocabulary rows)."""
-    return subset.scores(heads.hidden(hidden.float()))
+    return subset.scores(heads.hidden(hidden.to(subset.column.device).float()))
 
 
 def accuracy(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -69,7 +71,7 @@ def accuracy(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor, label
     with torch.no_grad():
         for start in range(0, len(hidden), 2048):
             scores = head_logits(heads, subset, hidden[start : start + 2048])
-            chunk = labels[start : start + 2048]
+            chunk = labels[start : start + 2048].to(scores.device)
             target = subset.columns(chunk)
             rank = (scores > scores.gather(-1, target.clamp_min(0).unsqueeze(-1))).sum(-1)
             rank = torch.where(target >= 0, rank, scores.shape[-1])  # outside the subset: a miss
@@ -84,18 +86,19 @@ def accuracy(heads: MedusaHeads, subset: SubsetHead, hidden: torch.Tensor, label
     return result
 
 
-def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, labels, work: Path) -> dict:
+def train(cfg: DictConfig, accelerator: Accelerator, heads: MedusaHeads, subset: SubsetHead, hidden, labels,
+          work: Path, data_sha256: str) -> dict:
     """Batches of positions in a fresh random order each epoch; a one-cycle schedule (as Medusa)."""
     torch.manual_seed(cfg.seed)
     size = cfg.train.batch_positions
     orders = [torch.randperm(len(hidden), generator=torch.Generator().manual_seed(cfg.seed + e))
               for e in range(cfg.train.epochs)]
     plan = [order[start : start + size] for order in orders for start in range(0, len(hidden), size)]
-    weights = torch.tensor([cfg.train.head_decay ** k for k in range(heads.num_heads)])
+    weights = torch.tensor([cfg.train.head_decay ** k for k in range(heads.num_heads)], device=accelerator.device)
 
     def batch_loss(batch):
         scores = head_logits(heads, subset, hidden[batch])  # (B, K, S)
-        target = subset.columns(labels[batch])
+        target = subset.columns(labels[batch].to(accelerator.device))
         losses = torch.stack([F.cross_entropy(scores[:, k], target[:, k], ignore_index=-100)
                               for k in range(heads.num_heads)])
         hits = (scores.argmax(-1) == target).float().sum(0) / (target >= 0).float().sum(0).clamp_min(1)
@@ -104,9 +107,10 @@ def train(cfg: DictConfig, heads: MedusaHeads, subset: SubsetHead, hidden, label
     def one_cycle(optimizer, total: int, lr: float):
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total, pct_start=0.05)
 
-    step, minutes = optimize(cfg.train, heads, list(heads.parameters()), plan, batch_loss,
-                             work / CHECKPOINT, heads.state_dict, schedule=one_cycle)
-    return {"steps": step, "planned_steps": len(plan), "train_minutes": round(minutes, 1)}
+    progress = optimize(cfg.train, accelerator, heads, list(heads.parameters()), plan, batch_loss,
+                        work / CHECKPOINT, heads.state_dict, data_sha256,
+                        schedule=one_cycle)
+    return {"steps": progress.steps, "planned_steps": progress.planned, "train_minutes": round(progress.minutes, 1)}
 
 
 def default_tree(topk_accuracy: list[list[float]], verify_ms: dict[int, float], max_nodes: int) -> dict:
@@ -132,30 +136,32 @@ def train_medusa(cfg: DictConfig, evaluation: list[str],
     cached tokens, k)` measures (median ms of a pass over 1..k new tokens): the heads exported to
     cfg.out_dir, and their record."""
     check_settings(cfg, "medusa")
-    work = Path(cfg.work_dir)
-    check_work_dir(cfg, work / CHECKPOINT, seed_dirs(cfg, work))
-    target, tokenizer = frozen_target(cfg)
-    data, states, data_minutes = seeded_data(cfg, target, tokenizer, evaluation, work)
+    work, out = Path(cfg.work_dir), Path(cfg.out_dir)
+    accelerator = trainer_accelerator(cfg.train)
+    with accelerator.main_process_first():  # the main process answers; the others then read its answers
+        check_work_dir(cfg, work / CHECKPOINT, seed_dirs(cfg, work), accelerator.num_processes)
+        target, tokenizer = frozen_target(cfg, accelerator.device)
+        data, states, data_minutes = seeded_data(cfg, target, tokenizer, evaluation, work)
+        out.mkdir(parents=True, exist_ok=True)
+        save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
     held_out = held_out_ids(data, cfg.train.held_out_share, cfg.seed)
     pairs = list(zip(data, states))
     hidden, labels = answer_positions([(r, s) for r, s in pairs if r["id"] not in held_out], cfg.heads.num_heads)
     held_hidden, held_labels = answer_positions([(r, s) for r, s in pairs if r["id"] in held_out], cfg.heads.num_heads)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_token_frequencies([r["answer_ids"] for r in data], target.config.vocab_size, out)
     subset = frequent_token_head(target.get_output_embeddings().weight, out, cfg.train.head_tokens)
     config = target.config.get_text_config()
     heads = MedusaHeads(config.hidden_size, config.vocab_size, cfg.heads.num_heads, cfg.heads.num_layers,
-                        shared_lm_head=True)
+                        shared_lm_head=True).to(accelerator.device)
     before = accuracy(heads, subset, held_hidden, held_labels)
-    results = train(cfg, heads, subset, hidden, labels, work)
+    data_hash = data_digest([d / "data.jsonl" for d in seed_dirs(cfg, work).values()])
+    results = train(cfg, accelerator, heads, subset, hidden, labels, work, data_hash)
     after = accuracy(heads, subset, held_hidden, held_labels)
     log.info("held-out top-1 per head %s (before %s), top-5 %s", after["top1"], before["top1"], after["top5"])
     results |= {"train_positions": len(hidden), "held_out_positions": len(held_hidden)}
-    data_hash = data_digest([d / "data.jsonl" for d in seed_dirs(cfg, work).values()])
     verify_ms = time_verify(prepare(target), cfg.tree.context_tokens, cfg.tree.max_nodes + 1)
     meta = {**training_record(cfg, data, data_hash, data_minutes, results),
             "held_out_top1_before": before["top1"], "held_out_top1": after["top1"], "held_out_top5": after["top5"],
             "topk_accuracy": after["topk_accuracy"], **default_tree(after["topk_accuracy"], verify_ms, cfg.tree.max_nodes)}
-    save_medusa_heads(heads, out, meta)
+    if accelerator.is_main_process:
+        save_medusa_heads(heads, out, meta)
     return meta

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from specdec.errors import ConfigError
 from specdec.models import DTYPES
+from specdec.training.accelerator import PRECISIONS
 
 ABSENT = object()
 
@@ -83,13 +84,14 @@ COMMON = {
     "train.head_tokens": Number(int, low=1, null=True), "train.lr": Number(float, above=0),
     "train.epochs": Number(int, low=1), "train.held_out_share": Number(float, low=0, below=1),
     "train.checkpoint_every": Number(int, low=1), "train.time_budget_min": Number(float, above=0),
+    "train.mixed_precision": Choice(PRECISIONS), "train.grad_accum": Number(int, low=1),
 }
 SEEDED = {**COMMON, "data.seeds": Integers(distinct=True)}  # EAGLE's and Medusa's data: one set per seed
 RULES = {
     "draft": {**COMMON, "train.init_layers": Integers(), "train.batch_tokens": Number(int, low=1)},
     "eagle": {**SEEDED, "train.num_layers": Number(int, low=1), "train.init_layer": Number(int, low=0, null=True),
               "train.unroll": Number(int, low=1), "train.feature_weight": Number(float, low=0),
-              "train.noise": Number(float, low=0), "train.dtype": DTYPE, "train.batch_tokens": Number(int, low=1)},
+              "train.noise": Number(float, low=0), "train.batch_tokens": Number(int, low=1)},
     "medusa": {**SEEDED, "heads.num_heads": Number(int, low=1), "heads.num_layers": Number(int, low=1),
                "train.batch_positions": Number(int, low=1), "train.head_decay": Number(float, above=0),
                "tree.max_nodes": Number(int, low=1), "tree.context_tokens": Number(int, low=1)},
