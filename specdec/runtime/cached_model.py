@@ -127,6 +127,8 @@ class CachedModel:
         mask, positions = row_inputs(lengths, counts, width, trees, self.model.dtype, self.device)
         if mask is not None:
             kwargs.update(attention_mask=mask, position_ids=positions)
+        # the model's own causal mask is right: fused layers may then run lower-right causal attention
+        self.cache.plain_causal = mask is None
         hook = self.decoder.register_forward_hook(self._keep_hidden) if self.decoder is not None else None
         try:
             kwargs[self._cache_argument] = self.cache
