@@ -102,6 +102,9 @@ RUN_ROWS = [  # overrides of `python -m experiments.run model=tiny-random`, a fr
     ("strategy=baseline anchors=[hf_assisted]", "anchor hf_assisted mirrors strategy 'draft': run it too"),
     ("anchors=hf_generate", "anchors must be a list (got 'hf_generate'): e.g. anchors=[hf_generate]"),
     ("cache=radix cache.order=random", "unknown cache.order 'random': use one of fifo, longest_prefix"),
+    ("cache=radix cache.min_hit_tokens=0", "cache.min_hit_tokens must be a whole number of tokens, 1 or more (got 0)"),
+    ("cache=radix cache.min_hit_tokens=few", "cache.min_hit_tokens must be a whole number of tokens, 1 or more (got 'few')"),
+    ("cache=radix cache.min_hit_tokens=2.5", "cache.min_hit_tokens must be a whole number of tokens, 1 or more (got 2.5)"),
     ("generation.batch_size=2 anchors=[hf_assisted]", "anchor hf_assisted decodes one sequence at a time"),
 ]
 BENCH_ROWS = [  # overrides of `python -m experiments.bench model=tiny-random`
