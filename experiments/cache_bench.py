@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.provenance import environment
-from experiments.run import run_experiment
+from experiments.run import check_cache_config, run_experiment
 from experiments.run_records import load_run
 from experiments.settings import invocation
 from experiments.table import markdown
@@ -55,17 +55,15 @@ def workload_row(name: str, summary: dict, records: dict) -> dict:
             "match_baseline": cached["match_baseline"]}
 
 
-@hydra.main(config_path="../configs", config_name="cache_bench", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        runs = {name: workload_config(cfg, name) for name in cfg.workloads}  # every name checked first
-        for name, run in runs.items():
-            log.info("workload %s", name)
-            run_experiment(run, run_dir / name)
-    except ConfigError as e:
-        log.error("%s", e)
-        sys.exit(2)
+def cache_bench(cfg: DictConfig, run_dir: Path) -> str:
+    """Run the workloads not done yet into `run_dir` (every workload's name and cache settings
+    checked first), then write the table of every workload run there; returns it (Markdown)."""
+    runs = {name: workload_config(cfg, name) for name in cfg.workloads}
+    for run in runs.values():
+        check_cache_config(run.cache)
+    for name, run in runs.items():
+        log.info("workload %s", name)
+        run_experiment(run, run_dir / name)
     rows = []
     for name in cfg.suites:  # every workload run so far into this directory, in the config's order
         if (run_dir / name / "summary.json").exists():
@@ -77,6 +75,17 @@ def main(cfg: DictConfig) -> None:
     atomic_write_text(run_dir / "run_info.json", json.dumps(
         {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(),
          **environment(resolve_device(cfg.runtime.device))}, indent=2))
+    return table
+
+
+@hydra.main(config_path="../configs", config_name="cache_bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        table = cache_bench(cfg, run_dir)
+    except ConfigError as e:
+        log.error("%s", e)
+        sys.exit(2)
     print(table)
     print(f"\ncache_bench.json and cache_bench.md in {run_dir}")
 
