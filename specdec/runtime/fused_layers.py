@@ -10,7 +10,9 @@ and v and one for the MLP's gate and up projections (their weights are moved int
 tensor per layer, which the stock Linear layers then view, so no weight is stored twice and
 the stock model computes what it did), `F.rms_norm`, one rotation of q and k together, and
 `F.scaled_dot_product_attention` with grouped keys and values. Masks, positions and the KV
-cache come from the stock model's forward as they would for the stock layer.
+cache come from the stock model's forward as they would for the stock layer, with one change
+of kernel, not of function: a prefill of more new tokens than cached ones under the model's
+own causal mask runs SDPA's causal kernel on queries padded in front (lower-right causal).
 
 Only layers whose structure is known are swapped (FUSABLE, checked per layer); others stay
 stock. The swap is made on the weight-sharing copy that `specdec.runtime.prepare` builds, so the
