@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from caching.prefix import PrefixCache
+from caching.radix import RadixTree
 from specdec import Decoder, GenerationConfig
 from specdec.runtime import fused_layers
 from specdec.runtime.cached_model import CachedModel
@@ -59,8 +60,14 @@ def test_prefill_after_a_short_hit_is_causal_and_equals_the_stock_layers(models,
 
 
 @pytest.mark.parametrize("shared,min_hit,loaded", [(40, 1, 40), (40, 32, 40), (24, 32, 0)])
-def test_long_prompts_generate_the_same_with_and_without_the_cache(models, shared, min_hit, loaded):
+def test_long_prompts_generate_the_same_with_and_without_the_cache(models, shared, min_hit, loaded, monkeypatch):
     _, fused = models
+    stored, insert = [], RadixTree.insert  # (tokens, KV tokens handed over) of every insert
+
+    def spy(tree, tokens, kv, namespace="", start=0):
+        stored.append((len(tokens), len(kv)))
+        return insert(tree, tokens, kv, namespace, start)
+    monkeypatch.setattr(RadixTree, "insert", spy)
     prompts = long_prompts(random.Random(shared), shared)
     config = GenerationConfig(max_new_tokens=8)
     cache = PrefixCache(max_bytes=10**9, min_hit_tokens=min_hit)
@@ -73,5 +80,6 @@ def test_long_prompts_generate_the_same_with_and_without_the_cache(models, share
         assert out.metrics.cache_load_s > 0 and out.metrics.cache_insert_s > 0
     tree = cache.tree_for("")
     tree.check_invariants()
-    # a skipped hit stores only what the tree lacked: one shared node, one leaf per prompt
+    # a skipped hit copies out only what the tree lacked: one shared node, one leaf per prompt
+    assert stored == [(700, 700)] + [(700, 700 - shared)] * (len(prompts) - 1)
     assert tree.stats["nodes"] == len(prompts) + 1
