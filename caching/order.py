@@ -27,9 +27,11 @@ def order_by_longest_prefix(prompts: list[list[int]], salts: list | None = None)
     return order
 
 
-def ideal_hit_rate(prompts: list[list[int]], salts: list | None = None) -> float:
-    """Cached prompt tokens / prompt tokens for an unbounded cache serving `prompts` in this order."""
+def ideal_hit_rate(prompts: list[list[int]], salts: list | None = None, min_hit_tokens: int = 1) -> float:
+    """Cached prompt tokens / prompt tokens for an unbounded cache serving `prompts` in this order
+    that loads hits of `min_hit_tokens` or more."""
     salts = salts or [None] * len(prompts)
-    hits = sum(_longest_shared(p, [q for q, salt in zip(prompts[:i], salts) if salt == salts[i]])
-               for i, p in enumerate(prompts))
+    shared = [_longest_shared(p, [q for q, salt in zip(prompts[:i], salts) if salt == salts[i]])
+              for i, p in enumerate(prompts)]
+    hits = sum(length for length in shared if length >= min_hit_tokens)
     return hits / sum(len(p) for p in prompts)

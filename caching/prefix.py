@@ -23,6 +23,7 @@ price of up to `max_bytes` per salt in use.
 """
 
 import threading
+import time
 
 import torch
 
@@ -40,11 +41,14 @@ def model_identity(model: torch.nn.Module) -> str:
     return f"{config._name_or_path or config.model_type}:{config.num_hidden_layers}L:{dtype}:{id(model):x}"
 
 
-def check_settings(max_bytes, isolation: str, salt) -> None:
-    """ConfigError, naming the fix, for a budget, isolation or default salt the cache cannot use."""
+def check_settings(max_bytes, isolation: str, salt, min_hit_tokens=1) -> None:
+    """ConfigError, naming the fix, for a budget, isolation, default salt or hit threshold the cache cannot use."""
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
         raise ConfigError(f"cache.max_bytes must be a whole number of bytes above 0 (got {max_bytes!r}): "
                           "e.g. cache.max_bytes=1000000000")
+    if isinstance(min_hit_tokens, bool) or not isinstance(min_hit_tokens, int) or min_hit_tokens < 1:
+        raise ConfigError(f"cache.min_hit_tokens must be a whole number of tokens, 1 or more (got {min_hit_tokens!r}): "
+                          "e.g. cache.min_hit_tokens=32")
     if isolation not in ISOLATIONS:
         raise ConfigError(f"unknown cache.isolation {isolation!r}: use {' or '.join(ISOLATIONS)}")
     check_salt(salt, "cache.salt")
@@ -56,9 +60,13 @@ def check_salt(salt, where: str) -> None:
 
 
 class PrefixCache:
-    def __init__(self, max_bytes: int, salt: str = "", store_output: bool = False, isolation: str = "shared"):
-        check_settings(max_bytes, isolation, salt)
+    def __init__(self, max_bytes: int, salt: str = "", store_output: bool = False, isolation: str = "shared",
+                 min_hit_tokens: int = 1):
+        check_settings(max_bytes, isolation, salt, min_hit_tokens)
         self.max_bytes = max_bytes
+        # shorter hits are not loaded: the request prefills from scratch. Whether a short hit pays depends
+        # on the model and machine; configs/cache/radix.yaml holds the value measured for SmolLM2 here
+        self.min_hit_tokens = min_hit_tokens
         self.salt = salt  # for requests that give none
         self.store_output = store_output
         self.isolation = isolation
@@ -101,29 +109,36 @@ class CacheRequest:
         self.cache = cache
         self.salt = salt
         self.tree = cache.tree_for(salt)
-        self._held = []  # (cached model, locked node, tokens loaded from the cache)
+        self._held = []  # (cached model, locked node, tokens the tree held at prefill)
+        self.load_s = self.insert_s = 0.0  # time spent loading hits and storing new KV, for the metrics
 
     def load(self, cached_model, tokens: list[int]) -> int:
         """Copy the longest cached prefix of `tokens` (all but the last token at most) into the
-        model's empty cache, locked until `release`; returns its length."""
+        model's empty cache, segment by segment straight into its buffers, locked until `release`;
+        returns its length, or 0 for a hit shorter than `min_hit_tokens` (not worth loading)."""
+        began = time.perf_counter()
         namespace = self.cache.namespace(cached_model.model, self.salt)
         match = self.tree.match_prefix(tokens[:-1], namespace, lock=True)
         self._held.append((cached_model, match.node, match.length))
-        if match.length:
-            cached_model.load(KVSegment.concat(self.tree.segments(match.node)))
-        return match.length
+        loaded = match.length if match.length >= self.cache.min_hit_tokens else 0
+        if loaded:
+            cached_model.load([segment.layers for segment in self.tree.segments(match.node)])
+        self.load_s += time.perf_counter() - began
+        return loaded
 
     def release(self, tokens: list[int], prompt_len: int) -> None:
         """The request is over: store what its models computed (copying only what the tree
         lacked at prefill), then unlock what they used, even if storing failed."""
         held, self._held = self._held, []
+        began = time.perf_counter()
         try:
-            for cached_model, node, reused in held:
+            for cached_model, node, held_tokens in held:
                 length = min(cached_model.length, len(tokens) if self.cache.store_output else prompt_len)
-                if length > reused:
-                    kv = KVSegment.from_cache(cached_model.cache, length, start=reused)
+                if length > held_tokens:  # a hit too short to load was computed, but the tree has it already
+                    kv = KVSegment.from_cache(cached_model.cache, length, start=held_tokens)
                     namespace = self.cache.namespace(cached_model.model, self.salt)
-                    self.tree.insert(tokens[:length], kv, namespace, start=reused)
+                    self.tree.insert(tokens[:length], kv, namespace, start=held_tokens)
         finally:
             for _, node, _ in held:
                 self.tree.unlock(node)
+            self.insert_s += time.perf_counter() - began

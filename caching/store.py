@@ -27,9 +27,3 @@ class KVSegment:
         """A copy of positions start..end-1 of a transformers cache."""
         return KVSegment([(layer.keys[..., start:end, :].clone(), layer.values[..., start:end, :].clone())
                           for layer in cache.layers])
-
-    @staticmethod
-    def concat(segments: list["KVSegment"]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (keys, values) of the segments one after the other."""
-        return [(torch.cat([s.layers[i][0] for s in segments], dim=-2), torch.cat([s.layers[i][1] for s in segments], dim=-2))
-                for i in range(len(segments[0].layers))]

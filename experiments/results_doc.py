@@ -27,10 +27,10 @@ HEADLINE = ["strategy", "tokens/s", "speedup", "per-prompt speedup, median [p25,
 
 
 def result_dirs(results: Path) -> list[Path]:
-    """Every directory under `results` holding run_info.json and a run's table (summary.json, or a
-    batch sweep's batch.md), sorted."""
+    """Every directory under `results` holding run_info.json and a run's table (summary.json, a
+    batch sweep's batch.md or experiments.cache_bench's cache_bench.md), sorted."""
     return sorted(p.parent for p in results.rglob("run_info.json")
-                  if (p.parent / "summary.json").exists() or (p.parent / "batch.md").exists())
+                  if any((p.parent / table).exists() for table in ("summary.json", "batch.md", "cache_bench.md")))
 
 
 def read(result_dir: Path) -> tuple[dict, dict]:
@@ -80,7 +80,12 @@ def batch_table(result_dir: Path) -> str:
 def section(result_dir: Path, results: Path, doc_dir: Path) -> str:
     """One result directory: title, where and how it ran, its strategies, its notes, its plots."""
     info = json.loads((result_dir / "run_info.json").read_text())
-    table = batch_table(result_dir) if (result_dir / "batch.md").exists() else summary_table(read(result_dir)[0])
+    if (result_dir / "batch.md").exists():
+        table = batch_table(result_dir)
+    elif (result_dir / "cache_bench.md").exists():  # a row a workload, as experiments.cache_bench wrote it
+        table = (result_dir / "cache_bench.md").read_text()
+    else:
+        table = summary_table(read(result_dir)[0])
     name = result_dir.relative_to(results.parent).as_posix()
     link = Path(os.path.relpath(result_dir, doc_dir)).as_posix()
     title, body = notes(result_dir)

@@ -117,7 +117,8 @@ def strategy_label(name: str, options: dict) -> str:
 
 
 def new_prefix_cache(cache_cfg: DictConfig) -> PrefixCache:
-    return PrefixCache(cache_cfg.max_bytes, cache_cfg.salt, cache_cfg.store_output, cache_cfg.isolation)
+    return PrefixCache(cache_cfg.max_bytes, cache_cfg.salt, cache_cfg.store_output, cache_cfg.isolation,
+                       cache_cfg.min_hit_tokens)
 
 
 def check_cache_config(cache_cfg: DictConfig) -> None:
@@ -127,7 +128,7 @@ def check_cache_config(cache_cfg: DictConfig) -> None:
     if cache_cfg.name == "radix":
         if cache_cfg.order not in ORDERS:
             raise ConfigError(f"unknown cache.order {cache_cfg.order!r}: use one of {', '.join(ORDERS)}")
-        check_settings(cache_cfg.max_bytes, cache_cfg.isolation, cache_cfg.salt)
+        check_settings(cache_cfg.max_bytes, cache_cfg.isolation, cache_cfg.salt, cache_cfg.min_hit_tokens)
 
 
 def prompt_salts(prompts: list[dict], cache_cfg: DictConfig) -> list[str]:
@@ -228,7 +229,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
     for name in runners:
         if name.endswith("+radix"):
             summary[name]["ideal_hit_rate"] = ideal_hit_rate([p["input_ids"] for p in prompts],
-                                                             prompt_salts(prompts, cfg.cache))
+                                                             prompt_salts(prompts, cfg.cache), cfg.cache.min_hit_tokens)
             summary[name]["cache"] = runners[name].prefix_cache.stats
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -174,6 +174,8 @@ class Decoder:
     def _finish(self, batch: Batch, slot: Slot) -> GenerationResult:
         request, metrics = slot.request, slot.metrics
         slot.release()
+        if request.prefix_cache is not None:
+            metrics.cache_load_s, metrics.cache_insert_s = request.prefix_cache.load_s, request.prefix_cache.insert_s
         batch.free(slot.request.row)
         metrics.new_tokens = len(request.tokens) - request.prompt_len
         metrics.total_s = time.perf_counter() - slot.started

@@ -25,6 +25,8 @@ class RequestMetrics:
     ttft_s: float = 0.0
     total_s: float = 0.0
     propose_s: float = 0.0  # time inside the strategy's propose(): drafting, heads, lookups (host time on CUDA)
+    cache_load_s: float = 0.0  # prefix cache: matching and loading the hit (inside ttft; host time on CUDA)
+    cache_insert_s: float = 0.0  # prefix cache: storing the request's new KV at its end (inside total)
     steps: list[Step] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # the strategy's own numbers (Strategy.stats)
 
@@ -71,6 +73,8 @@ class RequestMetrics:
             "tpot_ms": self.tpot_ms,
             "total_ms": 1000 * self.total_s,
             "propose_ms": 1000 * self.propose_s,
+            "cache_load_ms": 1000 * self.cache_load_s,
+            "cache_insert_ms": 1000 * self.cache_insert_s,
             "tokens_per_s": self.tokens_per_s,
             **self.extra,
         }

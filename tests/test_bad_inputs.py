@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from experiments.batch_sweep import batch_sweep
 from experiments.bench import matrix_strategies
+from experiments.cache_bench import cache_bench
 from experiments.prompts import load_prompts
 from experiments.run import run_experiment
 from specdec import ConfigError, Decoder, GenerationConfig
@@ -109,6 +110,9 @@ RUN_ROWS = [  # overrides of `python -m experiments.run model=tiny-random`, a fr
     ("strategy=baseline anchors=[hf_assisted]", "anchor hf_assisted mirrors strategy 'draft': run it too"),
     ("anchors=hf_generate", "anchors must be a list (got 'hf_generate'): e.g. anchors=[hf_generate]"),
     ("cache=radix cache.order=random", "unknown cache.order 'random': use one of fifo, longest_prefix"),
+    ("cache=radix cache.min_hit_tokens=0", "cache.min_hit_tokens must be a whole number of tokens, 1 or more (got 0)"),
+    ("cache=radix cache.min_hit_tokens=few", "cache.min_hit_tokens must be a whole number of tokens, 1 or more (got 'few')"),
+    ("cache=radix cache.min_hit_tokens=2.5", "cache.min_hit_tokens must be a whole number of tokens, 1 or more (got 2.5)"),
     ("generation.batch_size=2 anchors=[hf_assisted]", "anchor hf_assisted decodes one sequence at a time"),
 ]
 BENCH_ROWS = [  # overrides of `python -m experiments.bench model=tiny-random`
@@ -120,6 +124,11 @@ BENCH_ROWS = [  # overrides of `python -m experiments.bench model=tiny-random`
     ("matrix=[{name:draft}] anchors=[hf_prompt_lookup]", "mirrors strategy 'prompt_lookup': run it too"),
     ("cost_model_max_k=0", "cost_model_max_k must be an integer >= 1"),
     ("generation.temperature=warm", "generation.temperature must be a number >= 0"),
+]
+CACHE_BENCH_ROWS = [  # overrides of `python -m experiments.cache_bench model=tiny-random`
+    ("workloads=[nope]", "unknown workload 'nope' in workloads: use some of long_unshared, fifo_thrash"),
+    ("suites.fifo_thrash.max_bytes=0", "cache.max_bytes must be a whole number of bytes above 0 (got 0)"),
+    ("cache.min_hit_tokens=-1", "cache.min_hit_tokens must be a whole number of tokens, 1 or more (got -1)"),
 ]
 BATCH_SWEEP_ROWS = [  # overrides of `python -m experiments.batch_sweep model=tiny-random`
     ("batch_sizes=[]", "batch_sizes must be a non-empty list of integers >= 1 (got []): e.g. batch_sizes=[1,2,4,8]"),
@@ -141,6 +150,7 @@ ENTRY_POINTS = {  # config name -> the entry point's own path, which checks ever
     "config": run_experiment,
     "bench": lambda cfg, run_dir: run_experiment(cfg, run_dir, matrix_strategies(cfg.matrix)),
     "batch_sweep": batch_sweep,
+    "cache_bench": cache_bench,
 }
 PROMPT_FILES = [  # a prompt file's content, a fragment of the error
     ('{"prompt": 5}\n', 'line 1: "prompt" must be a non-empty string (got 5): quote it'),
@@ -199,6 +209,11 @@ def test_bad_run_settings(tmp_path, overrides, fragment):
 @pytest.mark.parametrize("overrides,fragment", BENCH_ROWS)
 def test_bad_bench_settings(tmp_path, overrides, fragment):
     assert fragment in one_line(entry_point_error("bench", overrides, tmp_path))
+
+
+@pytest.mark.parametrize("overrides,fragment", CACHE_BENCH_ROWS)
+def test_bad_cache_bench_settings(tmp_path, overrides, fragment):
+    assert fragment in one_line(entry_point_error("cache_bench", overrides, tmp_path))
 
 
 @pytest.mark.parametrize("overrides,fragment", BATCH_SWEEP_ROWS)

@@ -77,6 +77,8 @@ def test_partitioned_budget_is_per_salt():
     ({"max_bytes": 0}, "cache.max_bytes must be a whole number of bytes above 0 (got 0)"),
     ({"max_bytes": "lots"}, "cache.max_bytes must be a whole number of bytes above 0 (got 'lots')"),
     ({"max_bytes": 10**6, "isolation": "private"}, "unknown cache.isolation 'private': use shared or partitioned"),
+    ({"max_bytes": 10**6, "min_hit_tokens": 0}, "cache.min_hit_tokens must be a whole number of tokens, 1 or more (got 0)"),
+    ({"max_bytes": 10**6, "min_hit_tokens": True}, "cache.min_hit_tokens must be a whole number of tokens, 1 or more (got True)"),
     ({"max_bytes": 10**6, "salt": 7}, "cache.salt must be a string"),
 ])
 def test_bad_cache_settings(settings, message):

@@ -1,5 +1,5 @@
 """The entry points end to end with model=tiny-random: `experiments.run` (files, summary,
-sweeps, errors), `experiments.profile_step`, `experiments.train_draft`,
+sweeps, errors), `experiments.cache_bench`, `experiments.profile_step`, `experiments.train_draft`,
 `experiments.train_medusa` (and `experiments.medusa_trees` on its heads) and
 `experiments.train_eagle` (with resume).
 
@@ -23,9 +23,9 @@ SUMMARY_FIELDS = {"n_prompts", "new_tokens", "tokens_per_s", "speedup", "mean_ac
                   "ttft_ms", "tpot_ms", "match_baseline"}
 
 
-ENTRY_POINTS = ("experiments.run", "experiments.bench", "experiments.report", "experiments.profile_step",
-                "experiments.train_draft", "experiments.train_medusa", "experiments.train_eagle",
-                "experiments.medusa_trees", "experiments.device_check")
+ENTRY_POINTS = ("experiments.run", "experiments.bench", "experiments.cache_bench", "experiments.report",
+                "experiments.profile_step", "experiments.train_draft", "experiments.train_medusa",
+                "experiments.train_eagle", "experiments.medusa_trees", "experiments.device_check")
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +105,22 @@ def test_radix_cache_runs_with_and_without(tmp_path, run):
     cached = summary["baseline+radix"]
     assert cached["match_baseline"] == 1.0 and summary["baseline"]["hit_rate"] == 0.0
     assert 0 < cached["hit_rate"] <= cached["ideal_hit_rate"] and cached["hit_rate"] >= 0.95 * cached["ideal_hit_rate"]
+
+
+def test_cache_bench_writes_a_row_a_workload_and_resumes(tmp_path, run):
+    out = tmp_path / "out"
+    settings = ["workloads=[shared_system,few_shot]", "suites.shared_system.suite=embedded", "suites.shared_system.limit=3",
+                "suites.few_shot.suite=embedded", "suites.few_shot.limit=2", "suites.few_shot.max_bytes=1000",
+                "generation.max_new_tokens=3", "runtime.warmup=1", f"hydra.run.dir={out}"]
+    run(*settings, module="experiments.cache_bench")
+    rows = json.loads((out / "cache_bench.json").read_text())
+    assert [(r["workload"], r["prompts"], r["match_baseline"]) for r in rows] == [("shared_system", 3, 1.0), ("few_shot", 2, 1.0)]
+    records = [json.loads(line) for line in (out / "shared_system" / "results.jsonl").read_text().splitlines()]
+    assert all(r["cache_load_ms"] > 0 and r["cache_insert_ms"] > 0 for r in records if r["strategy"] == "baseline+radix")
+    assert json.loads((out / "few_shot" / "summary.json").read_text())["baseline+radix"]["cache"]["bytes_in_use"] == 0
+    table = (out / "cache_bench.md").read_text()
+    run(*settings, module="experiments.cache_bench")  # everything done: the same table again
+    assert (out / "cache_bench.md").read_text() == table
 
 
 @pytest.mark.parametrize("override,message", [

@@ -86,7 +86,7 @@ def test_copy_in_of_a_prefix_equals_fresh_prefill():
     fresh.prefill(list(range(30)))
     copied = CachedModel(target, "preallocated")
     copied.reset()
-    copied.load([(layer.keys.clone(), layer.values.clone()) for layer in fresh.cache.layers])
+    copied.load([[(layer.keys.clone(), layer.values.clone()) for layer in fresh.cache.layers]])
     for model in (fresh, copied):
         model.forward(torch.tensor([7, 8, 9]))
     for a, b in zip(fresh.cache.layers, copied.cache.layers):

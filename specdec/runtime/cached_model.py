@@ -90,14 +90,19 @@ class CachedModel:
         return self if self.kv_cache == "dynamic" else ModelRow(self, row)
 
     @torch.inference_mode()
-    def load(self, layers: list[tuple[torch.Tensor, torch.Tensor]], row: int = 0) -> None:
-        """Copy a prefix's keys and values (one pair per layer) into the empty `row`."""
-        for index, (keys, values) in enumerate(layers):
+    def load(self, segments: list[list[tuple[torch.Tensor, torch.Tensor]]], row: int = 0) -> None:
+        """Copy a prefix into the empty `row`: its segments one after another, each given as one
+        (keys, values) pair per layer. The preallocated cache takes each segment straight into the
+        row's buffers (one copy); transformers' DynamicCache gets them joined."""
+        if self.kv_cache == "dynamic":
+            segments = [[tuple(torch.cat(parts, dim=-2) for parts in zip(*layer)) for layer in zip(*segments)]]
+        for layers in segments:
             if self.kv_cache == "preallocated":
-                self.cache.rows.begin(row, row + 1, keys.shape[-2], self.device)
-            self.cache.update(keys, values, index)
-        if self.kv_cache == "preallocated":
-            self.cache.rows.advance()
+                self.cache.rows.begin(row, row + 1, layers[0][0].shape[-2], self.device)
+            for index, (keys, values) in enumerate(layers):
+                self.cache.update(keys, values, index)
+            if self.kv_cache == "preallocated":
+                self.cache.rows.advance()
 
     def forward(self, tokens: torch.Tensor | None, last_only: bool = False, tree=None,
                 embeds: torch.Tensor | None = None, row: int = 0) -> torch.Tensor:
@@ -130,6 +135,8 @@ class CachedModel:
         mask, positions = row_inputs(lengths, counts, width, trees, self.model.dtype, self.device)
         if mask is not None:
             kwargs.update(attention_mask=mask, position_ids=positions)
+        # the model's own causal mask is right: fused layers may then run lower-right causal attention
+        self.cache.plain_causal = mask is None
         hooks, features = self._hooks()
         try:
             kwargs[self._cache_argument] = self.cache
@@ -235,5 +242,5 @@ class ModelRow:
         return self.cached.cache.row_view(self.index)  # its layers' keys and values: this row's positions
 
     @torch.inference_mode()
-    def load(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.cached.load(layers, self.index)
+    def load(self, segments: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        self.cached.load(segments, self.index)

@@ -5,7 +5,8 @@ Each row appends `width` tokens after its own length (specdec.runtime.kv_cache):
 sees the row's cached positions and, among the new ones, those before it (a chain) or its
 ancestors (a tree); never another row's positions past its own length, nor padding. When
 every row has the same length and a full chain, plain causal attention is already right and
-no mask is built (a single sequence decodes exactly as it always did).
+no mask is built (a single sequence decodes exactly as it always did), and the fused layers
+may run lower-right causal attention in its place (specdec.runtime.fused_layers).
 """
 
 from __future__ import annotations
