@@ -12,7 +12,6 @@ Hydra run directory. It does not resume: a rerun starts over.
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from experiments.entry_point import checked
 from experiments.batch_differences import first_differences
 from experiments.batch_cost_model import (measure_batch_costs, predict_batch_speedup, prefill_share, step_profile,
                                           verify_timers)
@@ -33,7 +33,6 @@ from experiments.run import check_cache_config, experiment_prompts, load_runners
 from experiments.settings import invocation
 from experiments.validate import validate
 from specdec.decoding import GenerationConfig, sync
-from specdec.errors import ConfigError
 from specdec.io import atomic_write_text
 from specdec.models import resolve_device, resolve_dtype
 
@@ -125,11 +124,7 @@ def cost_model(runners: dict, strategies: dict[str, dict], calls: list[dict], ba
 @hydra.main(config_path="../configs", config_name="batch_sweep", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        table = batch_sweep(cfg, run_dir)
-    except ConfigError as e:
-        log.error("%s", e)
-        sys.exit(2)
+    table = checked(lambda settings: batch_sweep(settings, run_dir), cfg)
     print(table)
     print(f"batch.json, batch.md, crossover.json and plots in {run_dir}")
 

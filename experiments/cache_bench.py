@@ -7,13 +7,13 @@ insert time per request, greedy match) and cache_bench.md."""
 import json
 import logging
 import statistics
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.entry_point import checked
 from experiments.provenance import environment
 from experiments.run import check_cache_config, run_experiment
 from experiments.run_records import load_run
@@ -81,11 +81,7 @@ def cache_bench(cfg: DictConfig, run_dir: Path) -> str:
 @hydra.main(config_path="../configs", config_name="cache_bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        table = cache_bench(cfg, run_dir)
-    except ConfigError as e:
-        log.error("%s", e)
-        sys.exit(2)
+    table = checked(lambda settings: cache_bench(settings, run_dir), cfg)
     print(table)
     print(f"\ncache_bench.json and cache_bench.md in {run_dir}")
 
