@@ -17,11 +17,10 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from experiments.entry_point import checked
+from experiments.entry_point import tabulate_and_report
 from experiments.batch_differences import first_differences
 from experiments.batch_cost_model import (measure_batch_costs, predict_batch_speedup, prefill_share, step_profile,
                                           verify_timers)
@@ -123,10 +122,7 @@ def cost_model(runners: dict, strategies: dict[str, dict], calls: list[dict], ba
 
 @hydra.main(config_path="../configs", config_name="batch_sweep", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    table = checked(lambda settings: batch_sweep(settings, run_dir), cfg)
-    print(table)
-    print(f"batch.json, batch.md, crossover.json and plots in {run_dir}")
+    tabulate_and_report(batch_sweep, cfg, "batch.json, batch.md, crossover.json and plots")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ import statistics
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.entry_point import checked
+from experiments.entry_point import tabulate_and_report
 from experiments.provenance import environment
 from experiments.run import check_cache_config, run_experiment
 from experiments.run_records import load_run
@@ -80,10 +79,7 @@ def cache_bench(cfg: DictConfig, run_dir: Path) -> str:
 
 @hydra.main(config_path="../configs", config_name="cache_bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    table = checked(lambda settings: cache_bench(settings, run_dir), cfg)
-    print(table)
-    print(f"\ncache_bench.json and cache_bench.md in {run_dir}")
+    tabulate_and_report(cache_bench, cfg, "cache_bench.json and cache_bench.md")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,14 @@ def measure_and_report(measure: Callable[[DictConfig], dict], cfg: DictConfig, f
     print(f"\n{filename} in {run_dir}")
 
 
+def tabulate_and_report(tabulate: Callable[[DictConfig, Path], str], cfg: DictConfig, written: str) -> None:
+    """For mains that write their own files into the run directory: print the table tabulate(cfg,
+    run_dir) returns, and which files (`written`) went where."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    print(checked(lambda settings: tabulate(settings, run_dir), cfg))
+    print(f"\n{written} in {run_dir}")
+
+
 def train_and_report(train: Callable[[DictConfig], dict], cfg: DictConfig, what: str, hidden=("config",)) -> None:
     """Run a trainer; print its record (less `hidden` keys) and where `what` went."""
     meta = checked(train, cfg)
