@@ -98,20 +98,27 @@ class DraftModel(Strategy):
         return (q[torch.arange(len(requests), device=q.device), chosen] < self.stop_below_prob).tolist()
 
     def _catch_up(self, requests: list[Request]) -> torch.Tensor:
-        """Each row's draft logits after its last committed token (rows, V): a prefill on a row's first
-        step, else one pass over every row's one or two committed tokens its cache has not seen yet."""
+        """Each row's draft logits after its last committed token (rows, V). A row's first step (its
+        draft cache is empty) runs alone: in the other rows' pass of a few tokens it would pad every
+        row to its prompt's length. The other rows catch up together."""
         logits = [None] * len(requests)
-        seen = [self.draft.row_length(r.row) for r in requests]
-        for j, r in enumerate(requests):
-            if seen[j] == 0:
-                logits[j] = self.draft.prefill(r.tokens, r.prefix_cache, row=r.row)[0][-1]
-        rest = [j for j in range(len(requests)) if seen[j]]
+        fresh = [j for j, r in enumerate(requests) if self.draft.row_length(r.row) == 0]
+        for j in fresh:
+            logits[j] = self._first_pass(requests[j])
+        rest = [j for j in range(len(requests)) if logits[j] is None]
         if rest:
-            unseen = [torch.tensor(requests[j].tokens[seen[j]:], device=requests[j].device) for j in rest]
-            for j, row_logits in zip(rest, self.draft.forward_some([requests[j].row for j in rest], unseen,
-                                                                    last_only=True)):
+            for j, row_logits in zip(rest, self._later_pass([requests[j] for j in rest])):
                 logits[j] = row_logits
         return torch.stack(logits)
+
+    def _first_pass(self, request: Request) -> torch.Tensor:
+        """The draft's prefill of the prompt (through the prefix cache): its last logits (V,)."""
+        return self.draft.prefill(request.tokens, request.prefix_cache, row=request.row)[0][-1]
+
+    def _later_pass(self, requests: list[Request]) -> torch.Tensor:
+        """One pass over every row's one or two committed tokens its cache has not seen yet: (rows, V)."""
+        unseen = [torch.tensor(r.tokens[self.draft.row_length(r.row):], device=r.device) for r in requests]
+        return self.draft.forward_some([r.row for r in requests], unseen, last_only=True)
 
     def _next(self, requests: list[Request], tokens: torch.Tensor) -> torch.Tensor:
         """The draft's logits (rows, V) after each row's own latest token."""

@@ -8,8 +8,9 @@ state at t with token t + 1 and predicts the hidden state at t + 1, whose LM-hea
 propose token t + 2. After each verify pass it catches up on the positions the target just
 verified, with the target's true hidden states (request.target_hidden); while drafting it
 feeds its own predicted hidden state back in. The draft is ours or a public EAGLE-1/2 or
-EAGLE-3 checkpoint (specdec.drafts.public); EAGLE-3's target_hidden is three layers' inputs. Everything else (gamma, the heuristic
-schedule, the confidence stop, rollback) is the `draft` strategy's.
+EAGLE-3 checkpoint (specdec.drafts.public); EAGLE-3's target_hidden is three layers' inputs.
+Everything else (gamma, the heuristic schedule, the confidence stop, catching up a fresh row
+alone, rollback) is the `draft` strategy's.
 """
 
 import torch
@@ -101,25 +102,23 @@ class Eagle(DraftModel):
         return inputs, DraftLevel(g.seen[-len(rows):], self.verified[g.request.row] + d - 1)
 
     def _catch_up(self, requests: list[Request]) -> torch.Tensor:
-        """Feed each row the positions the target verified since the draft's last pass (their true
-        hidden states, each with the token that followed it): the draft's logits (rows, V) for each
-        row's next token. On a row's first step these are the prompt's (its uncached part: rotary
-        positions are relative), run alone: in the pass of the other rows' few tokens, they would pad
-        every row to the prompt's length."""
-        inputs = []
-        for r in requests:
-            hidden = r.target_hidden
-            first = len(r.tokens) - 1 - len(hidden)
-            inputs.append(self.eagle.inputs(hidden, torch.tensor(r.tokens[first + 1 :], device=r.device)))
-        fresh = [j for j, r in enumerate(requests) if self.draft.row_length(r.row) == 0]
-        rest = [j for j in range(len(requests)) if j not in fresh]
-        logits = [None] * len(requests)
-        for group in [[j] for j in fresh] + ([rest] if rest else []):
-            for j, row_logits in zip(group, self._forward([requests[j] for j in group], [inputs[j] for j in group])):
-                logits[j] = row_logits
+        """The `draft` strategy's catch-up, fed the positions the target verified since the draft's
+        last pass (their true hidden states, each with the token that followed it); on a row's first
+        step these are the prompt's (its uncached part: rotary positions are relative)."""
+        logits = super()._catch_up(requests)
         for r in requests:
             self.verified[r.row] = self.draft.row_length(r.row)
-        return torch.stack(logits)
+        return logits
+
+    def _first_pass(self, request: Request) -> torch.Tensor:
+        return self._later_pass([request])[0]
+
+    def _later_pass(self, requests: list[Request]) -> torch.Tensor:
+        inputs = []
+        for r in requests:
+            first = len(r.tokens) - 1 - len(r.target_hidden)
+            inputs.append(self.eagle.inputs(r.target_hidden, torch.tensor(r.tokens[first + 1 :], device=r.device)))
+        return self._forward(requests, inputs)
 
     def _next(self, requests: list[Request], tokens: torch.Tensor) -> torch.Tensor:
         hidden = torch.cat([self.predicted[r.row] for r in requests])
