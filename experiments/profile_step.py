@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from experiments.entry_point import measure_and_report
+from experiments.host_overhead import step_costs
 from experiments.provenance import environment
 from specdec.runtime.cached_model import CachedModel
 from specdec.decoding import sync
@@ -92,8 +93,9 @@ def profile_step(cfg: DictConfig) -> dict:
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     ks = list(cfg.verify_tokens)
-    if cfg.context_tokens < 1 or cfg.repeats < 2 or not ks or min(ks) < 1:
-        raise ConfigError("context_tokens >= 1, repeats >= 2 and verify_tokens a non-empty list of integers >= 1")
+    if cfg.context_tokens < 1 or cfg.repeats < 2 or not ks or min(ks) < 1 or not 0 <= cfg.host_step_repeats != 1:
+        raise ConfigError("context_tokens >= 1, repeats >= 2, host_step_repeats 0 or >= 2 and verify_tokens a "
+                          "non-empty list of integers >= 1")
     device = resolve_device(cfg.runtime.device)
     torch.manual_seed(cfg.runtime.seed)
     stock, _ = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
@@ -129,6 +131,7 @@ def profile_step(cfg: DictConfig) -> dict:
         "linear_floor_ms_ours": stats["floor", "ours"]["median"],  # our model's linears (q/k/v, gate/up fused)
         "spread_ms": {f"{who}_{k}": s for (who, k), s in stats.items()},
         "breakdown_ms": {"ours": breakdown(ours, cfg.context_tokens), "hf": breakdown(hf, cfg.context_tokens)},
+        "host_step": step_costs(stock, ours.model, device, cfg.host_step_repeats) if cfg.host_step_repeats else None,
         "context_tokens": cfg.context_tokens,
         "repeats": cfg.repeats,
         "runtime": OmegaConf.to_container(cfg.runtime),
@@ -146,6 +149,11 @@ def report(profile: dict) -> str:
             f"k={k}: ours {ms:.1f} ms ({ms / d:.2f}x decode), transformers {profile['hf_verify_ms'][k]:.1f} ms"
             for k, ms in profile["verify_ms"].items()),
     ]
+    host = profile["host_step"]
+    if host:
+        lines.append(f"whole decode-loop step: ours {host['ours']['step_ms']:.3f} ms and {host['ours']['ops']:.0f} "
+                     f"torch ops, generate {host['generate']['step_ms']:.3f} ms and {host['generate']['ops']:.0f} ops "
+                     f"(ours / generate: time {host['ratio']['step_ms']:.2f}, ops {host['ratio']['ops']:.2f})")
     for who, parts in profile["breakdown_ms"].items():
         lines.append(f"breakdown of a decode step, {who} (ms): " + ", ".join(f"{p} {ms}" for p, ms in parts.items()))
     return "\n".join(lines)

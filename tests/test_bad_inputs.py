@@ -1,4 +1,4 @@
-"""The bad-input table: settings of experiments.run, experiments.bench and experiments.batch_sweep,
+"""The bad-input table: settings of experiments.run, bench, batch_sweep, cache_bench and profile_step,
 prompt files and generation settings that cannot work. Each gets one ConfigError line that names
 the fix before any model loads (the CLI's exit status 2), never a traceback or a silently wrong
 run. Most rows run in-process through the entry points' own path (Hydra's compose, then
@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from experiments.batch_sweep import batch_sweep
 from experiments.bench import matrix_strategies
 from experiments.cache_bench import cache_bench
+from experiments.profile_step import profile_step
 from experiments.prompts import load_prompts
 from experiments.run import run_experiment
 from specdec import ConfigError, Decoder, GenerationConfig
@@ -130,6 +131,13 @@ CACHE_BENCH_ROWS = [  # overrides of `python -m experiments.cache_bench model=ti
     ("suites.fifo_thrash.max_bytes=0", "cache.max_bytes must be a whole number of bytes above 0 (got 0)"),
     ("cache.min_hit_tokens=-1", "cache.min_hit_tokens must be a whole number of tokens, 1 or more (got -1)"),
 ]
+PROFILE_STEP_ROWS = [  # overrides of `python -m experiments.profile_step model=tiny-random`
+    ("host_step_repeats=1", "host_step_repeats 0 or >= 2"),
+    ("host_step_repeats=-3", "host_step_repeats 0 or >= 2"),
+    ("repeats=1", "repeats >= 2"),
+    ("verify_tokens=[]", "verify_tokens a non-empty list of integers >= 1"),
+    ("context_tokens=0", "context_tokens >= 1"),
+]
 BATCH_SWEEP_ROWS = [  # overrides of `python -m experiments.batch_sweep model=tiny-random`
     ("batch_sizes=[]", "batch_sizes must be a non-empty list of integers >= 1 (got []): e.g. batch_sizes=[1,2,4,8]"),
     ("batch_sizes=4", "batch_sizes must be a non-empty list of integers >= 1 (got 4)"),
@@ -151,6 +159,7 @@ ENTRY_POINTS = {  # config name -> the entry point's own path, which checks ever
     "bench": lambda cfg, run_dir: run_experiment(cfg, run_dir, matrix_strategies(cfg.matrix)),
     "batch_sweep": batch_sweep,
     "cache_bench": cache_bench,
+    "profile_step": lambda cfg, run_dir: profile_step(cfg),
 }
 PROMPT_FILES = [  # a prompt file's content, a fragment of the error
     ('{"prompt": 5}\n', 'line 1: "prompt" must be a non-empty string (got 5): quote it'),
@@ -214,6 +223,11 @@ def test_bad_bench_settings(tmp_path, overrides, fragment):
 @pytest.mark.parametrize("overrides,fragment", CACHE_BENCH_ROWS)
 def test_bad_cache_bench_settings(tmp_path, overrides, fragment):
     assert fragment in one_line(entry_point_error("cache_bench", overrides, tmp_path))
+
+
+@pytest.mark.parametrize("overrides,fragment", PROFILE_STEP_ROWS)
+def test_bad_profile_step_settings(tmp_path, overrides, fragment):
+    assert fragment in one_line(entry_point_error("profile_step", overrides, tmp_path))
 
 
 @pytest.mark.parametrize("overrides,fragment", BATCH_SWEEP_ROWS)

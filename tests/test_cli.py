@@ -159,14 +159,18 @@ def test_bad_input_gives_a_clear_error(tmp_path, run, override, message):
 
 
 def test_profile_step_writes_the_step_profile(tmp_path, run):
-    result = run("repeats=3", "warmup=1", "context_tokens=20", "verify_tokens=[2,4]", f"hydra.run.dir={tmp_path}",
-                 module="experiments.profile_step", fresh=True)
+    result = run("repeats=3", "warmup=1", "context_tokens=20", "verify_tokens=[2,4]", "host_step_repeats=2",
+                 f"hydra.run.dir={tmp_path}", module="experiments.profile_step", fresh=True)
     assert "decode step" in result.stdout
     profile = json.loads((tmp_path / "step_profile.json").read_text())
     for key in ("decode_ms", "hf_decode_ms", "linear_floor_ms"):
         assert profile[key] > 0
     assert set(profile["verify_ms"]) == set(profile["hf_verify_ms"]) == {"2", "4"}
     assert set(profile["breakdown_ms"]["ours"]) == {"matrix products", "cache", "attention", "other"}
+    host = profile["host_step"]  # whole decode-loop steps, ours against generate's
+    assert host["ours"]["ops"] > 0 and host["generate"]["ops"] > 0
+    assert host["ratio"]["ops"] == round(host["ours"]["ops"] / host["generate"]["ops"], 3)
+    assert "whole decode-loop step" in result.stdout
 
 
 def test_train_draft_trains_exports_and_resumes(tmp_path, run):
