@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from experiments.entry_point import tabulate_and_report
-from experiments.batch_differences import first_differences
+from experiments.divergence import first_differences
 from experiments.batch_cost_model import (measure_batch_costs, predict_batch_speedup, prefill_share, step_profile,
                                           verify_timers)
 from experiments.batch_report import batch_rows, write_batch_report

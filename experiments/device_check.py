@@ -7,7 +7,10 @@ In one process, after a warm-up and interleaved round by round, it measures:
   with `hf_compile`, with its static cache and torch.compile;
 - end to end, for each of `dtypes`: the baseline and every `matrix` strategy on the first
   dataset.limit prompts, through experiments.run's interleaved loop (a run directory per dtype):
-  rows {strategy, dtype, tokens_per_s, speedup, mean_accepted, match_baseline}.
+  rows {strategy, dtype, tokens_per_s, speedup, mean_accepted, match_baseline};
+- each greedy output that left its reference (a strategy: its dtype's baseline; a baseline not
+  in float32: the float32 baseline, the lossless reference), with the target's top-two logit
+  margin where it left, in that dtype's rounding steps: a near-tie explains it, anything else is a bug.
 It writes device_check.json and prints a table. `quick=true` runs the same code on the tiny
 random model with few prompts and tokens: under a minute on a CPU, and CI runs it.
 """
@@ -23,12 +26,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from experiments.bench import matrix_strategies
+from experiments.divergence import run_mismatches
 from experiments.entry_point import measure_and_report
 from experiments.profile_step import step_timer
 from experiments.provenance import environment
-from experiments.run import run_experiment
+from experiments.run import experiment_prompts, run_experiment
 from experiments.table import markdown
 from experiments.validate import POSITIVE_INT, check_value
+from specdec.chat import encode
 from specdec.decoding import sync
 from specdec.errors import ConfigError
 from specdec.models import load_model, resolve_device, resolve_dtype
@@ -98,6 +103,18 @@ def end_to_end(cfg: DictConfig, dtype_name: str, run_dir: Path) -> list[dict]:
             for name, s in summary.items()]
 
 
+def mismatches(cfg: DictConfig, run_dir: Path, device: torch.device) -> list[dict]:
+    """Every greedy output of the end-to-end runs that left its reference, with its margin."""
+    found = []
+    for name in cfg.dtypes:
+        target, tokenizer = load_model(cfg.model.name_or_path, device, resolve_dtype(name, device))
+        prompts = {p["id"]: encode(tokenizer, p["messages"], cfg.dataset.chat_template)
+                   for p in experiment_prompts(cfg.dataset)}
+        reference = run_dir / "float32" if name != "float32" and "float32" in cfg.dtypes else None
+        found += [{"dtype": name, **m} for m in run_mismatches(run_dir / name, target, prompts, reference)]
+    return found
+
+
 def check(cfg: DictConfig) -> None:
     for knob in ("context_tokens", "repeats", "hf_steps"):
         check_value(knob, cfg[knob], POSITIVE_INT)
@@ -125,7 +142,8 @@ def device_check(cfg: DictConfig) -> dict:
     rows = [row for name in cfg.dtypes for row in end_to_end(cfg, name, run_dir / name)]
     return {"device": environment(device).get("device_name", str(device)), "torch": torch.__version__,
             "dtype": str(dtype).removeprefix("torch."), "model": cfg.model.name_or_path, "quick": cfg.quick,
-            "context_tokens": cfg.context_tokens, **costs, "e2e": rows, "environment": environment(device)}
+            "context_tokens": cfg.context_tokens, **costs, "e2e": rows, "mismatches": mismatches(cfg, run_dir, device),
+            "environment": environment(device)}
 
 
 def report(result: dict) -> str:
@@ -135,7 +153,20 @@ def report(result: dict) -> str:
                        for name, by_k in result["verify_ms"].items() if by_k is not None)
     return (f"{result['device']} ({result['dtype']}, torch {result['torch']}, {result['model']})\n"
             f"decode step: ours {decode}; transformers generate {hf}\nverify passes: {verify}\n\n"
-            + markdown(result["e2e"], E2E_COLUMNS, {"tokens_per_s": ".2f"}))
+            + markdown(result["e2e"], E2E_COLUMNS, {"tokens_per_s": ".2f"}) + "\n" + mismatch_report(result["mismatches"]))
+
+
+def mismatch_report(found: list[dict]) -> str:
+    if not found:
+        return "every greedy output equals its reference"
+    lines = []
+    for dtype in dict.fromkeys(m["dtype"] for m in found):
+        ours = sorted((m for m in found if m["dtype"] == dtype), key=lambda m: m["margin"])
+        middle, top = ours[len(ours) // 2], ours[-1]
+        lines.append(f"{dtype}: {len(ours)} outputs left their reference; top-two logit margin where they left: median "
+                     f"{middle['margin']:.3g} ({middle['rounding_steps']} rounding steps), largest {top['margin']:.3g} "
+                     f"({top['rounding_steps']} steps, {top['strategy']} on {top['prompt_id']})")
+    return "\n".join(lines)
 
 
 @hydra.main(config_path="../configs", config_name="device_check", version_base="1.3")
