@@ -27,6 +27,7 @@ from experiments.entry_point import measure_and_report
 from experiments.profile_step import step_timer
 from experiments.provenance import environment
 from experiments.run import run_experiment
+from experiments.summary import strategy_entries
 from experiments.table import markdown
 from experiments.validate import POSITIVE_INT, check_value
 from specdec.decoding import sync
@@ -95,7 +96,7 @@ def end_to_end(cfg: DictConfig, dtype_name: str, run_dir: Path) -> list[dict]:
         run_cfg.runtime.dtype = dtype_name
     summary = run_experiment(run_cfg, run_dir, matrix_strategies(cfg.matrix))
     return [{"strategy": name, "dtype": dtype_name, **{k: s[k] for k in E2E_COLUMNS[2:]}}
-            for name, s in summary.items()]
+            for name, s in strategy_entries(summary).items()]
 
 
 def check(cfg: DictConfig) -> None:
