@@ -42,6 +42,7 @@ class StaticRows(Rows):
         self.tensor[self.lo : self.hi] += self.new
         super().advance()
 
+    @torch.inference_mode()  # the tensor was made in a pass, under inference mode
     def set(self, row: int, length: int) -> None:
         self.lengths[row] = length
         self.tensor[row] = length
@@ -77,7 +78,7 @@ class StaticCache(PreallocatedCache):
         every shape changes: compiled steps compile again, which runtime.max_length avoids)."""
         if needed <= self.capacity:
             return False
-        log.warning("the static KV cache grows from %d to %d positions (compiled steps compile again): set "
+        log.warning("the static KV cache of %d positions grows to hold %d (compiled steps compile again): set "
                     "runtime.max_length to at least %d", self.capacity, needed, needed)
         for layer in self.layers:
             layer._grow(needed)
