@@ -1,8 +1,9 @@
 """`python -m experiments.device_check`: the one command to run whenever a GPU is at hand.
 
 In one process, after a warm-up and interleaved round by round, it measures:
-- our decode step and k-token verify passes after `context_tokens` cached tokens, eager and
-  compiled (runtime.compile); `cuda_graphs` stays null until the runtime captures graphs;
+- our decode step and k-token verify passes after `context_tokens` cached tokens: eager (the
+  run's runtime.kv_cache), compiled (with `compile`: runtime.compile over the static cache) and,
+  on CUDA, captured as CUDA graphs (runtime.cuda_graphs; null elsewhere);
 - `transformers`' generate step (a long generate minus a one-token one, per token), eager and,
   with `hf_compile`, with its static cache and torch.compile;
 - end to end, for each of `dtypes`: the baseline and every `matrix` strategy on the first
@@ -31,6 +32,7 @@ from experiments.entry_point import measure_and_report
 from experiments.profile_step import step_timer
 from experiments.provenance import environment
 from experiments.run import experiment_prompts, run_experiment
+from experiments.summary import strategy_entries
 from experiments.table import markdown
 from experiments.validate import POSITIVE_INT, check_value
 from specdec.chat import encode
@@ -39,6 +41,7 @@ from specdec.errors import ConfigError
 from specdec.models import load_model, resolve_device, resolve_dtype
 from specdec.runtime.cached_model import CachedModel
 from specdec.runtime.prepare import Runtime, prepare
+from specdec.runtime.static_cache import BUCKETS
 
 # what quick=true sets, over the command line's own overrides
 QUICK = ["model=tiny-random", "dataset.limit=3", "generation.max_new_tokens=12", "context_tokens=32",
@@ -65,11 +68,13 @@ def step_costs(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> dic
     `repeats` interleaved rounds after `warmup` untimed ones."""
     stock, _ = load_model(cfg.model.name_or_path, device, dtype)
     context = torch.randint(0, stock.config.vocab_size, (cfg.context_tokens,), device=device)
-    variants = {"eager": False, **({"compiled": True} if cfg.compile else {})}
+    layouts = (cfg.runtime.layers, cfg.runtime.linear)
+    variants = {"eager": Runtime(*layouts), **({"compiled": Runtime(*layouts, compile=True)} if cfg.compile else {}),
+                **({"cuda_graphs": Runtime(*layouts, cuda_graphs=True)} if device.type == "cuda" else {})}
     timers = {}
-    for name, compiled in variants.items():
-        runtime = Runtime(cfg.runtime.layers, cfg.runtime.linear, compiled)
-        ours = CachedModel(prepare(stock, runtime), cfg.runtime.kv_cache)
+    for name, runtime in variants.items():
+        kv_cache = "static" if runtime.static_steps else cfg.runtime.kv_cache
+        ours = CachedModel(prepare(stock, runtime), kv_cache, max_length=cfg.context_tokens + max(BUCKETS[-1], *cfg.verify_tokens))
         ours.reset()
         ours.forward(context)
         timers.update({(name, k): step_timer(ours, k, cfg.context_tokens) for k in cfg.verify_tokens})
@@ -85,10 +90,10 @@ def step_costs(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> dic
         for key, timer in timers.items():
             samples[key].append(timer())
     ms = {key: round(1000 * statistics.median(values), 3) for key, values in samples.items()}
+    missing = {"cuda_graphs": None} if "cuda_graphs" not in variants else {}
     return {
-        "decode_ms": {name: ms[name, 1] for name in variants} | {"cuda_graphs": None},
-        "verify_ms": {name: {str(k): ms[name, k] for k in cfg.verify_tokens} for name in variants}
-                     | {"cuda_graphs": None},
+        "decode_ms": {name: ms[name, 1] for name in variants} | missing,
+        "verify_ms": {name: {str(k): ms[name, k] for k in cfg.verify_tokens} for name in variants} | missing,
         "hf_decode_ms": {"generate_eager": ms["hf", "eager"], "static_compiled": ms.get(("hf", "static_compiled"))},
     }
 
@@ -100,7 +105,7 @@ def end_to_end(cfg: DictConfig, dtype_name: str, run_dir: Path) -> list[dict]:
         run_cfg.runtime.dtype = dtype_name
     summary = run_experiment(run_cfg, run_dir, matrix_strategies(cfg.matrix))
     return [{"strategy": name, "dtype": dtype_name, **{k: s[k] for k in E2E_COLUMNS[2:]}}
-            for name, s in summary.items()]
+            for name, s in strategy_entries(summary).items()]
 
 
 def mismatches(cfg: DictConfig, run_dir: Path, device: torch.device) -> list[dict]:

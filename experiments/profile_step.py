@@ -6,7 +6,8 @@ step and k-token verify passes over `context_tokens` cached tokens (each followe
 rollback), for our runtime (runtime.kv_cache, runtime.linear, runtime.compile) and for the
 stock model, plus every linear layer of the model run once for one row: the floor that
 matrix products put under a step. A torch profile of one of our decode steps gives the
-breakdown. Writes step_profile.json into the Hydra run directory.
+breakdown; with compiled steps, `compiles_after_warmup` counts the graphs compiled while timing
+(none is the goal). Writes step_profile.json into the Hydra run directory.
 """
 
 import statistics
@@ -24,7 +25,9 @@ from specdec.runtime.cached_model import CachedModel
 from specdec.decoding import sync
 from specdec.errors import ConfigError
 from specdec.models import load_model, resolve_device, resolve_dtype
-from specdec.runtime.prepare import LINEAR_LAYOUTS, Runtime, prepare
+from specdec.runtime.prepare import LINEAR_LAYOUTS, Runtime, check_static, prepare
+from specdec.runtime.static_cache import BUCKETS
+from specdec.runtime.static_step import compile_count
 
 
 # torch op name -> part of the step, for the breakdown (by op name, so approximate)
@@ -97,10 +100,12 @@ def profile_step(cfg: DictConfig) -> dict:
         raise ConfigError("context_tokens >= 1, repeats >= 2, host_step_repeats 0 or >= 2 and verify_tokens a "
                           "non-empty list of integers >= 1")
     device = resolve_device(cfg.runtime.device)
+    check_static(Runtime.of(cfg.runtime), cfg.runtime.kv_cache, device)
     torch.manual_seed(cfg.runtime.seed)
     stock, _ = load_model(cfg.model.name_or_path, device, resolve_dtype(cfg.runtime.dtype, device))
     context = torch.randint(0, stock.config.vocab_size, (cfg.context_tokens,), device=device)
-    ours = CachedModel(prepare(stock, Runtime.of(cfg.runtime)), cfg.runtime.kv_cache)
+    room = cfg.runtime.max_length or cfg.context_tokens + BUCKETS[-1]  # a static cache's positions per row
+    ours = CachedModel(prepare(stock, Runtime.of(cfg.runtime)), cfg.runtime.kv_cache, max_length=room)
     hf = CachedModel(stock, "dynamic")
     for cached in (ours, hf):
         cached.reset()
@@ -116,10 +121,12 @@ def profile_step(cfg: DictConfig) -> dict:
         for _ in range(cfg.warmup):
             timer()
     samples = {key: [] for key in timers}
+    compiled_before = compile_count()
     for _ in tqdm(range(cfg.repeats), desc="rounds", unit="round"):
         for key, timer in timers.items():  # interleaved: drift hits every measurement alike
             samples[key].append(timer())
     stats = {key: summary(values) for key, values in samples.items()}
+    compiles = compile_count() - compiled_before
     floors = {layout: stats["floor", layout]["median"] for layout in LINEAR_LAYOUTS}
     return {
         "decode_ms": stats["ours", 1]["median"],
@@ -130,6 +137,7 @@ def profile_step(cfg: DictConfig) -> dict:
         "linear_floor_ms_by_layout": floors,
         "linear_floor_ms_ours": stats["floor", "ours"]["median"],  # our model's linears (q/k/v, gate/up fused)
         "spread_ms": {f"{who}_{k}": s for (who, k), s in stats.items()},
+        "compiles_after_warmup": compiles,
         "breakdown_ms": {"ours": breakdown(ours, cfg.context_tokens), "hf": breakdown(hf, cfg.context_tokens)},
         "host_step": step_costs(stock, ours.model, device, cfg.host_step_repeats) if cfg.host_step_repeats else None,
         "context_tokens": cfg.context_tokens,
@@ -144,7 +152,8 @@ def report(profile: dict) -> str:
     lines = [
         f"decode step: ours {d:.1f} ms, transformers {profile['hf_decode_ms']:.1f} ms "
         f"(x{profile['hf_decode_ms'] / d:.2f}); linear floor {floor:.1f} ms (decode / floor = {d / floor:.2f}; "
-        f"our model's own linears {profile['linear_floor_ms_ours']:.1f} ms)",
+        f"our model's own linears {profile['linear_floor_ms_ours']:.1f} ms); "
+        f"{profile['compiles_after_warmup']} compilations after the warm-up",
         "verify pass (k tokens): " + ", ".join(
             f"k={k}: ours {ms:.1f} ms ({ms / d:.2f}x decode), transformers {profile['hf_verify_ms'][k]:.1f} ms"
             for k, ms in profile["verify_ms"].items()),

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from experiments.settings import prefixed
+from experiments.summary import strategy_entries
 from experiments.table import markdown
 
 COMMAND = "python -m experiments.report --results-doc"
@@ -65,7 +66,7 @@ def provenance(info: dict) -> str:
 
 
 def summary_table(summary: dict) -> str:
-    rows = [{"strategy": name, **{c: s.get(c) for c in COLUMNS}} for name, s in summary.items()]
+    rows = [{"strategy": name, **{c: s.get(c) for c in COLUMNS}} for name, s in strategy_entries(summary).items()]
     return markdown(rows, ["strategy", *COLUMNS], COLUMNS)
 
 
@@ -109,7 +110,7 @@ def headline(result_dir: Path) -> str:
         return "-" if value is None else f"{value:{spec}}{suffix}"
 
     rows = []
-    for name, s in summary.items():
+    for name, s in strategy_entries(summary).items():
         spread = s.get("speedup_per_prompt")
         rows.append(dict(zip(HEADLINE, [
             f"`{name}`", fixed(s["tokens_per_s"], ".2f"), fixed(s["speedup"], ".3f", "x"),

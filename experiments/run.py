@@ -34,18 +34,22 @@ from specdec.drafts.draft_model import load_draft
 from specdec.models import load_model, resolve_device, resolve_dtype
 from specdec.placement import Placement
 from specdec.runtime.prepare import Runtime, prepare_once, prepare_strategy
+from specdec.runtime.static_cache import BUCKETS
+from specdec.runtime.static_step import compile_count
 from specdec.strategies import create_strategy, strategy_class
 
 log = logging.getLogger("experiments.run")
 ORDERS = ("fifo", "longest_prefix")
 
 
-def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies: dict[str, dict]) -> dict:
+def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies: dict[str, dict],
+                  max_length: int | None = None) -> dict:
     """label -> object with .generate(prompt_ids, GenerationConfig, seed), for the baseline
     (first), each of `strategies` (label -> strategy config), their +radix twins with
     cache=radix, and cfg.anchors (an anchor that mirrors a strategy, like hf_assisted for
     draft, runs once per such strategy with its settings). Every module a runner executes is
-    prepared once for this machine (specdec.runtime.prepare); `target` stays stock for the anchors."""
+    prepared once for this machine (specdec.runtime.prepare); `target` stays stock for the anchors.
+    `max_length`: a static KV cache's positions per row."""
     classes = {label: strategy_class(o.get("name"), o.get("target")) for label, o in strategies.items()}
     draft = None  # unknown strategies failed above, before a draft model is loaded for nothing
     if any(cls.needs_draft_model for cls in classes.values()):
@@ -58,7 +62,8 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies:
     def decoder(options: dict, prefix_cache=None) -> Decoder:
         strategy = create_strategy(draft_model=draft, target_model=ours, **options)
         prepare_strategy(strategy, runtime, prepared)
-        return Decoder(ours, strategy, tokenizer, eos, prefix_cache=prefix_cache, kv_cache=cfg.runtime.kv_cache)
+        return Decoder(ours, strategy, tokenizer, eos, prefix_cache=prefix_cache, kv_cache=cfg.runtime.kv_cache,
+                       max_length=max_length)
 
     runners = {"baseline": decoder({"name": "baseline"})}
     for label, options in strategies.items():
@@ -79,9 +84,12 @@ def load_runners(cfg: DictConfig, device, dtype, strategies: dict[str, dict], pr
         torch.set_num_threads(cfg.runtime.threads)
     torch.manual_seed(cfg.runtime.seed)
     target, tokenizer = load_model(cfg.model.name_or_path, device, dtype, Placement.of(cfg.model))
-    runners = build_runners(cfg, target, tokenizer, device, dtype, strategies)
     for p in prompts:
         p["input_ids"] = encode(tokenizer, p["messages"], cfg.dataset.chat_template)
+    longest = max((len(p["input_ids"]) for p in prompts), default=0)
+    max_length = cfg.runtime.max_length or longest + generation.max_new_tokens + BUCKETS[-1]
+    runners = build_runners(cfg, target, tokenizer, device, dtype, strategies, max_length)
+    for p in prompts:
         runners["baseline"].check(p["input_ids"], generation)  # every prompt fits, before any timing
     return target, tokenizer, runners
 
@@ -186,6 +194,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
         for runner in runners.values():  # measure with a cold prefix cache, not one warmed by the warm-up
             if getattr(runner, "prefix_cache", None) is not None:
                 runner.prefix_cache = new_prefix_cache(cfg.cache)
+    compiled_before = compile_count()
 
     batch_size = generation.batch_size
     indexed = list(enumerate(prompts))  # prompt i runs with seed runtime.seed + i
@@ -231,6 +240,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
             summary[name]["ideal_hit_rate"] = ideal_hit_rate([p["input_ids"] for p in prompts],
                                                              prompt_salts(prompts, cfg.cache), cfg.cache.min_hit_tokens)
             summary[name]["cache"] = runners[name].prefix_cache.stats
+    if Runtime.of(cfg.runtime).static_steps:
+        summary["runtime"] = {"compiles_after_warmup": compile_count() - compiled_before}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 

@@ -5,6 +5,13 @@ import statistics
 
 from specdec.metrics import Step, acceptance_rate, per_position_acceptance
 
+RUNTIME = "runtime"  # summary.json's entry on the run itself (compiles_after_warmup), beside the strategies'
+
+
+def strategy_entries(summary: dict) -> dict:
+    """summary.json's strategies, without its runtime entry."""
+    return {name: s for name, s in summary.items() if name != RUNTIME}
+
 
 def _quantiles(values: list[float]) -> dict:
     if len(values) == 1:

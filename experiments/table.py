@@ -1,5 +1,7 @@
 """The summary as a fixed-width table for the terminal, and rows as a Markdown table."""
 
+from experiments.summary import strategy_entries
+
 
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
@@ -9,7 +11,7 @@ def format_summary(summary: dict) -> str:
     header = ["strategy", "prompts", "tokens", "tok/s", "speedup", "per-prompt [p25, p75]",
               "mean acc", "acc rate", "TTFT ms", "TPOT ms", "match", "hit rate"]
     rows = []
-    for name, s in summary.items():
+    for name, s in strategy_entries(summary).items():
         spread = s.get("speedup_per_prompt")
         rows.append([
             name, str(s["n_prompts"]), str(s["new_tokens"]), _fmt(s["tokens_per_s"], ".2f"),

@@ -17,7 +17,7 @@ from specdec.models import resolve_device, resolve_dtype
 from specdec.drafts.public import check_checkpoint
 from specdec.placement import Placement
 from specdec.runtime.cached_model import KV_CACHES
-from specdec.runtime.prepare import Runtime
+from specdec.runtime.prepare import Runtime, check_static
 from specdec.strategies import strategy_class
 from specdec.strategies.draft import SCHEDULES
 from specdec.strategies.medusa import ACCEPTANCE
@@ -60,7 +60,7 @@ STRATEGY_OPTIONS: dict[str, Check] = {  # by option name, whichever strategy tak
 }
 RUNTIME: dict[str, Check] = {  # layers, linear and compile: Runtime's own checks
     "device": STRING, "dtype": STRING, "seed": NATURAL, "warmup": NATURAL, "threads": optional(POSITIVE_INT),
-    "kv_cache": one_of(tuple(KV_CACHES)),
+    "kv_cache": one_of(tuple(KV_CACHES)), "max_length": optional(POSITIVE_INT),
 }
 DRAFT: dict[str, Check] = {"name_or_path": optional(STRING), "num_layers": optional(POSITIVE_INT),
                            "head_tokens": optional(POSITIVE_INT)}
@@ -76,6 +76,7 @@ def validate(cfg: DictConfig, strategies: dict[str, dict]) -> None:
     check_section("runtime", settings["runtime"], RUNTIME)
     Placement.of(settings["model"]).check_runtime(Runtime.of(cfg.runtime))  # device_map, max_memory, ...; layers, linear
     resolve_dtype(cfg.runtime.dtype, resolve_device(cfg.runtime.device))
+    check_static(Runtime.of(cfg.runtime), cfg.runtime.kv_cache, resolve_device(cfg.runtime.device))
     check_section("dataset", settings["dataset"], DATASET)
     check_limit(settings["dataset"].get("limit"))
     check_section("draft", settings["draft"], DRAFT)
@@ -98,7 +99,7 @@ def check_batch_sweep(settings: dict, strategies: dict[str, dict]) -> None:
     check_value("repeats", settings["repeats"], POSITIVE_INT)
     if settings["generation"].get("batch_size", 1) != 1:
         raise ConfigError("experiments.batch_sweep sets the batch size from batch_sizes: drop generation.batch_size")
-    if max(sizes) > 1 and settings["runtime"]["kv_cache"] != "preallocated":
+    if max(sizes) > 1 and settings["runtime"]["kv_cache"] == "dynamic":
         raise ConfigError("batch sizes above 1 need runtime.kv_cache=preallocated (per-row lengths): drop "
                           "runtime.kv_cache=dynamic, or use batch_sizes=[1]")
     check_anchors(settings["anchors"], strategies, max(sizes))

@@ -87,14 +87,17 @@ class Decoder:
 
     The strategy names the acceptance rule (Strategy.acceptance_rule). With a `prefix_cache`,
     every model of a request prefills through a handle of its own (caching.prefix), under the
-    request's salt. `kv_cache` ("preallocated" or "dynamic") is the KV cache every model of
-    the request uses."""
+    request's salt. `kv_cache` ("preallocated", "static" or "dynamic") is the KV cache every model
+    of the request uses; `max_length`, the static cache's positions per row (None: grown as needed)."""
 
     def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None,
-                 prefix_cache: PrefixCache | None = None, kv_cache: str = "preallocated"):
+                 prefix_cache: PrefixCache | None = None, kv_cache: str = "preallocated", max_length: int | None = None):
+        if getattr(target_model, "static_steps", None) and kv_cache != "static":
+            raise ConfigError(f"runtime.{target_model.static_steps}=true needs runtime.kv_cache=static (fixed shapes; "
+                              f"over the {kv_cache} cache every step would compile again)")
         self.target_model = target_model
-        self.targets = {1: CachedModel(target_model, kv_cache, keep_hidden=kept_hidden(strategy))}
-        self.kv_cache = kv_cache
+        self.targets = {1: CachedModel(target_model, kv_cache, keep_hidden=kept_hidden(strategy), max_length=max_length)}
+        self.kv_cache, self.max_length = kv_cache, max_length
         self.prefix_cache = prefix_cache  # caching.prefix.PrefixCache, or None for no prefix caching
         self.strategy = strategy
         self.tokenizer = tokenizer
@@ -127,7 +130,7 @@ class Decoder:
         salts = salts or [None] * len(prompts)
         if batch_size not in self.targets:
             self.targets[batch_size] = CachedModel(self.target_model, self.kv_cache, rows=batch_size,
-                                                   keep_hidden=kept_hidden(self.strategy))
+                                                   keep_hidden=kept_hidden(self.strategy), max_length=self.max_length)
         batch = Batch(self.targets[batch_size], self.strategy, batch_size)
         waiting = deque(range(len(prompts)))
         results = [None] * len(prompts)
@@ -157,7 +160,8 @@ class Decoder:
         generator = None if sampling.greedy else torch.Generator(device).manual_seed(seed or 0)
         stop = StopCriteria(len(prompt), config.max_new_tokens, self.eos_token_ids, config.stop_strings, self.tokenizer)
         handle = self.prefix_cache.begin(salt) if self.prefix_cache is not None else None
-        request = Request(list(prompt), len(prompt), sampling, generator, device, handle, self.kv_cache, row, batch.size)
+        request = Request(list(prompt), len(prompt), sampling, generator, device, handle, self.kv_cache, row, batch.size,
+                          max_length=self.max_length)
         slot = batch.take(row, index, request, stop, RequestMetrics(prompt_tokens=len(prompt)))
         sync(device)
         slot.started = time.perf_counter()

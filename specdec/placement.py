@@ -82,7 +82,7 @@ class Placement:
 
     def check_runtime(self, runtime) -> None:
         """A dispatched target runs stock (specdec.runtime.prepare.Runtime)."""
-        if self.device_map is not None and (runtime.layers != "stock" or runtime.linear != "stock" or runtime.compile):
+        if self.device_map is not None and (runtime.layers != "stock" or runtime.linear != "stock" or runtime.static_steps):
             raise ConfigError(f"model.device_map runs the target through accelerate's hooks, which runtime.layers="
                               f"{runtime.layers}, runtime.linear={runtime.linear} or compile would bypass: {STOCK}")
 

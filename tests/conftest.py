@@ -25,8 +25,8 @@ VOCAB = 258  # byte tokenizer: 256 bytes + <eos> + <pad>
 
 # Files of long tests (a minute of one core or more in all), longest first: they run first, so that
 # parallel workers (pytest-xdist, pyproject.toml's addopts) end on short tests, not one on a long one.
-LONG_FIRST = ["test_sampling_lossless.py", "test_cli.py", "test_gamma_schedule.py", "test_prompt_lookup.py",
-              "test_kill_anywhere.py", "test_sweeps.py", "test_greedy_lossless.py", "test_sampling_power.py",
+LONG_FIRST = ["test_static_steps.py", "test_sampling_lossless.py", "test_cli.py", "test_gamma_schedule.py",
+              "test_prompt_lookup.py", "test_kill_anywhere.py", "test_sweeps.py", "test_greedy_lossless.py", "test_sampling_power.py",
               "test_bad_inputs.py", "test_user_strategy.py", "test_batched_decoding.py"]
 
 

@@ -32,8 +32,8 @@ def test_every_strategy_gives_the_same_tokens_with_preallocated_and_dynamic_cach
 
 
 def test_unknown_kv_cache_kind():
-    with pytest.raises(ConfigError, match="unknown runtime.kv_cache 'static'"):
-        CachedModel(tiny("llama"), "static")
+    with pytest.raises(ConfigError, match="unknown runtime.kv_cache 'paged'"):
+        CachedModel(tiny("llama"), "paged")
 
 
 def test_sliding_window_models_are_refused_with_the_fix():

@@ -16,8 +16,10 @@ from specdec.errors import ConfigError
 from specdec.placement import execution_device
 from specdec.runtime.kv_cache import PreallocatedCache
 from specdec.runtime.row_mask import row_inputs
+from specdec.runtime.static_cache import GROWTH
+from specdec.runtime.static_step import StaticSteps
 
-KV_CACHES = ("preallocated", "dynamic")
+KV_CACHES = ("preallocated", "dynamic", "static")
 
 
 def cache_argument(model: torch.nn.Module) -> str:
@@ -28,20 +30,22 @@ def cache_argument(model: torch.nn.Module) -> str:
 
 class CachedModel:
     """`kv_cache` picks the cache: "preallocated" (specdec.runtime.kv_cache, rollback moves a pointer,
-    any number of `rows`) or "dynamic" (transformers' DynamicCache, one row, for comparison). With
+    any number of `rows`), "static" (specdec.runtime.static_cache: the same, in fixed shapes of
+    `max_length` positions a row (None: as the first passes need), for compiled steps) or "dynamic"
+    (transformers' DynamicCache, one row, for comparison). With
     `keep_hidden`, every forward also keeps `hidden_rows`: the decoder's last hidden states (after the
     final norm, what the LM head reads) at every new position of every row, even when only the last
     logits are computed; Medusa's heads and the EAGLE draft start from them. With `keep_hidden` a tuple
     of layer indices, `hidden_rows` holds those decoder layers' inputs side by side instead (EAGLE-3)."""
 
     def __init__(self, model: torch.nn.Module, kv_cache: str = "preallocated",
-                 keep_hidden: bool | tuple[int, ...] = False, rows: int = 1):
+                 keep_hidden: bool | tuple[int, ...] = False, rows: int = 1, max_length: int | None = None):
         if kv_cache not in KV_CACHES:
             raise ConfigError(f"unknown runtime.kv_cache {kv_cache!r}: use {' or '.join(KV_CACHES)}")
-        if rows > 1 and kv_cache != "preallocated":
+        if rows > 1 and kv_cache == "dynamic":
             raise ConfigError("generation.batch_size > 1 needs runtime.kv_cache=preallocated (per-row lengths)")
         self.model = model
-        self.kv_cache, self.rows = kv_cache, rows
+        self.kv_cache, self.rows, self.max_length = kv_cache, rows, max_length
         self.device = execution_device(model)  # where a dispatched model (specdec.placement) takes its inputs
         self.cache = None
         parameters = inspect.signature(model.forward).parameters
@@ -52,6 +56,7 @@ class CachedModel:
             raise ConfigError(f"{type(model).__name__} has no separate decoder to read hidden states from")
         self.feature_layers = keep_hidden if isinstance(keep_hidden, tuple) else None
         self.hidden_rows = None  # (window rows, new positions, hidden size)
+        self.static = StaticSteps(model, self.feature_layers) if kv_cache == "static" else None
 
     @property
     def hidden(self) -> torch.Tensor:
@@ -66,11 +71,13 @@ class CachedModel:
     def row_length(self, row: int) -> int:
         if self.cache is None:
             return 0
-        return self.cache.rows.lengths[row] if self.kv_cache == "preallocated" else self.cache.get_seq_length()
+        return self.cache.get_seq_length() if self.kv_cache == "dynamic" else self.cache.rows.lengths[row]
 
     def reset(self) -> None:
         if self.kv_cache == "preallocated":
             self.cache = PreallocatedCache(self.model.config, self.rows)
+        elif self.kv_cache == "static":
+            self.cache = self.static.new_cache(self.rows, self.max_length or GROWTH, self.device)
         else:
             self.cache = DynamicCache(config=self.model.config)
             self._croppable = self.cache.is_croppable  # asked once here, not at every rollback
@@ -97,11 +104,11 @@ class CachedModel:
         if self.kv_cache == "dynamic":
             segments = [[tuple(torch.cat(parts, dim=-2) for parts in zip(*layer)) for layer in zip(*segments)]]
         for layers in segments:
-            if self.kv_cache == "preallocated":
+            if self.kv_cache != "dynamic":
                 self.cache.rows.begin(row, row + 1, layers[0][0].shape[-2], self.device)
             for index, (keys, values) in enumerate(layers):
                 self.cache.update(keys, values, index)
-            if self.kv_cache == "preallocated":
+            if self.kv_cache != "dynamic":
                 self.cache.rows.advance()
 
     def forward(self, tokens: torch.Tensor | None, last_only: bool = False, tree=None,
@@ -127,6 +134,8 @@ class CachedModel:
         kwargs.update({"inputs_embeds": embeds} if embeds is not None else {"input_ids": tokens})
         if self.cache is None:
             self.reset()
+        if self.static is not None:
+            return self._static_rows(embeds if embeds is not None else tokens, counts, trees, last_only, lo)
         if self.kv_cache == "preallocated":
             lengths = self.cache.rows.lengths[lo:hi]
             self.cache.rows.begin(lo, hi, width, self.device)
@@ -149,6 +158,15 @@ class CachedModel:
         if self.kv_cache == "preallocated":
             self.cache.rows.advance()
         return logits[:, -1:] if last_only else logits
+
+    def _static_rows(self, inputs: torch.Tensor, counts: list[int], trees: list, last_only: bool,
+                     lo: int) -> torch.Tensor:
+        """forward_rows over the static cache: the decoder's pass (specdec.runtime.static_step), then the
+        LM head on the positions kept."""
+        hidden, features = self.static.run(self.cache, inputs, counts, trees, lo)
+        if self.decoder is not None:
+            self.hidden_rows = features if self.feature_layers is not None else hidden
+        return self.model.get_output_embeddings()(hidden[:, -1:] if last_only else hidden)
 
     def forward_some(self, rows: list[int], inputs: list[torch.Tensor], trees: list | None = None,
                      last_only: bool = False, embeds: bool = False) -> torch.Tensor:
@@ -203,7 +221,7 @@ class CachedModel:
             raise ValueError(f"cannot roll back to {length} tokens: only {self.row_length(row)} are cached")
         if self.cache is None:
             return
-        if self.kv_cache == "preallocated":
+        if self.kv_cache != "dynamic":
             self.cache.set_length(row, length)
         elif extra:
             if not self._croppable:
@@ -218,7 +236,7 @@ class CachedModel:
         """Keep, after the first `start` cached tokens of `row`, only the tokens at offsets `rows`
         (increasing) of what followed: the accepted path of a verified tree, compacted in place."""
         positions = torch.tensor(rows, device=self.device) + start
-        if self.kv_cache == "preallocated":
+        if self.kv_cache != "dynamic":
             self.cache.keep(row, start, positions)
             return
         for layer in self.cache.layers:  # DynamicCache: rebuild each layer's tensors

@@ -91,6 +91,8 @@ class FewRowLinear(nn.Linear):
         if x.device.type != "cpu" or (rows > MAX_ROWS and not self.plan):
             return F.linear(x, self.weight, self.bias)
         method = self.plan[min(rows, MAX_ROWS) - 1] if self.plan else "padded" if rows == 1 else "columns"
+        if method == "packed" and torch.compiler.is_compiling():
+            method = "linear"  # inductor lowers oneDNN's product only over weights it packed itself
         laid_out = self.copies.get(method) if self.copies else None
         out = product(method, x.reshape(rows, self.in_features), self.weight, self.bias, laid_out)
         return out.reshape(*x.shape[:-1], self.out_features)

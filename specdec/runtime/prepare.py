@@ -23,36 +23,54 @@ LAYERS = ("fused", "stock")
 
 @dataclass(frozen=True)
 class Runtime:
-    """How modules run (the runtime config group's layers, linear and compile)."""
+    """How modules run (the runtime config group's layers, linear, compile and cuda_graphs)."""
 
     layers: str = "fused"  # fused: Llama-style layers in a few large ops (fused_layers); stock: as shipped
     linear: str = "auto"  # auto: per shape the product timed fastest here (few_row_linear); few_rows; stock
-    compile: bool = False  # torch.compile every causal LM's forward
+    compile: bool = False  # torch.compile each causal LM's static steps, once per bucket (static_step)
+    cuda_graphs: bool = False  # capture them as CUDA graphs instead (CUDA only)
 
     def __post_init__(self):
         if self.linear not in LINEAR_LAYOUTS:
             raise ConfigError(f"unknown runtime.linear {self.linear!r}: use {' or '.join(LINEAR_LAYOUTS)}")
         if self.layers not in LAYERS:
             raise ConfigError(f"unknown runtime.layers {self.layers!r}: use {' or '.join(LAYERS)}")
-        if not isinstance(self.compile, bool):
-            raise ConfigError(f"runtime.compile must be true or false (got {self.compile!r})")
+        for knob in ("compile", "cuda_graphs"):
+            if not isinstance(getattr(self, knob), bool):
+                raise ConfigError(f"runtime.{knob} must be true or false (got {getattr(self, knob)!r})")
+
+    @property
+    def static_steps(self) -> str | None:
+        """How the static cache's steps run beyond eager: "cuda_graphs", "compile" or None."""
+        return "cuda_graphs" if self.cuda_graphs else "compile" if self.compile else None
 
     @staticmethod
     def of(runtime_cfg) -> "Runtime":
         """The settings of a `runtime` config node."""
-        return Runtime(runtime_cfg.layers, runtime_cfg.linear, runtime_cfg.compile)
+        return Runtime(runtime_cfg.layers, runtime_cfg.linear, runtime_cfg.compile, runtime_cfg.cuda_graphs)
+
+
+def check_static(runtime: Runtime, kv_cache: str, device: torch.device) -> None:
+    """ConfigError, before any model loads, for compiled or captured steps that cannot run."""
+    if runtime.static_steps and kv_cache != "static":
+        raise ConfigError(f"runtime.{runtime.static_steps}=true needs runtime.kv_cache=static (fixed shapes; over "
+                          f"the {kv_cache} cache every step would compile again)")
+    if runtime.cuda_graphs and device.type != "cuda":
+        raise ConfigError(f"runtime.cuda_graphs=true needs a CUDA device (this run's is {device.type}): use "
+                          "runtime.compile=true here")
 
 
 def prepare(module: nn.Module, runtime: Runtime = Runtime()) -> nn.Module:
     """A copy of `module` sharing every weight with it (the original stays stock, for the
     anchors), with every causal LM inside it given fused layers, every linear layer the
-    runtime's product and, with compile, every causal LM a compiled forward. A model that accelerate
+    runtime's product and, with compile or cuda_graphs, every causal LM compiled static steps
+    (`lm.static_steps`, read by specdec.runtime.static_step). A model that accelerate
     dispatched (specdec.placement) runs as placed, stock: `module` itself (a copy would duplicate its
     offloaded weights, and new layers would escape its hooks)."""
     if dispatched(module):
         if runtime != Runtime(layers="stock", linear="stock"):
             raise ConfigError(f"a target dispatched by model.device_map runs through accelerate's hooks, which "
-                              f"runtime.layers, runtime.linear and runtime.compile would bypass: {STOCK}")
+                              f"runtime.layers, runtime.linear, compile and cuda_graphs would bypass: {STOCK}")
         return module
     ours = shared_copy(module)
     language_models = [m for m in ours.modules()  # causal LMs, not their inner decoders
@@ -62,9 +80,10 @@ def prepare(module: nn.Module, runtime: Runtime = Runtime()) -> nn.Module:
             fuse_decoder_layers(lm)
     if runtime.linear != "stock":
         few_row_linears(ours, measure=runtime.linear == "auto")
-    if runtime.compile:
+    if runtime.static_steps:
+        check_static(runtime, "static", next(ours.parameters()).device)
         for lm in language_models:
-            lm.forward = torch.compile(lm.forward, dynamic=True)
+            lm.static_steps = runtime.static_steps
     return ours
 
 

@@ -29,7 +29,15 @@ def row_inputs(lengths: list[int], counts: list[int], width: int, trees: list[Tr
         return trees[0].attention_mask(lengths[0], dtype, device), trees[0].position_ids(lengths[0], device)
     if any(tree is not None and not hasattr(tree, "ancestors") for tree in trees):
         return stacked_masks(lengths, counts, width, trees, dtype, device)
-    rows = len(lengths)
+    sees, depths = new_token_pattern(width, trees, device)
+    start = torch.tensor(lengths, device=device)
+    return attention_mask(start, sees, max(lengths) + width, dtype), start[:, None] + depths
+
+
+def new_token_pattern(width: int, trees: list[Tree | None], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which new tokens each new token sees (rows, width, width), and their depths (rows, width): a
+    chain's causal pattern, or a tree's ancestors (its padding sees only itself)."""
+    rows = len(trees)
     sees = torch.ones(width, width, dtype=torch.bool, device=device).tril().repeat(rows, 1, 1)
     depths = torch.arange(width, device=device).repeat(rows, 1)
     for row, tree in enumerate(trees):
@@ -38,13 +46,19 @@ def row_inputs(lengths: list[int], counts: list[int], width: int, trees: list[Tr
             sees[row, :size, :size] = tree.ancestors.to(device)
             sees[row, size:] = torch.eye(width, dtype=torch.bool, device=device)[size:]
             depths[row, :size] = tree.tensors(device)["depths"]
-    start = torch.tensor(lengths, device=device)[:, None]
-    relative = torch.arange(max(lengths) + width, device=device)[None, :] - start  # (rows, columns)
+    return sees, depths
+
+
+def attention_mask(start: torch.Tensor, sees: torch.Tensor, columns: int, dtype: torch.dtype) -> torch.Tensor:
+    """(rows, 1, width, columns) additive mask: each row's new tokens, written from column start[row]
+    on, see the columns before it and the new tokens `sees` lets them."""
+    rows, width = sees.shape[:2]
+    relative = torch.arange(columns, device=sees.device)[None, :] - start[:, None]  # (rows, columns)
     new = (relative >= 0) & (relative < width)
     seen_new = sees.gather(2, relative.clamp(0, width - 1)[:, None, :].expand(rows, width, -1)) & new[:, None, :]
     visible = (relative < 0)[:, None, :] | seen_new
-    mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
-    return mask[:, None], start + depths
+    mask = torch.zeros(visible.shape, dtype=dtype, device=sees.device).masked_fill_(~visible, torch.finfo(dtype).min)
+    return mask[:, None]
 
 
 def stacked_masks(lengths: list[int], counts: list[int], width: int, shapes: list, dtype: torch.dtype,
@@ -69,3 +83,19 @@ def stacked_masks(lengths: list[int], counts: list[int], width: int, shapes: lis
             own = shape.position_ids(length, device)[0]
             positions[row, :count], positions[row, count:] = own, own[-1]
     return mask, positions
+
+
+def fixed_row_inputs(start: torch.Tensor, lengths: list[int], counts: list[int], width: int, size: int,
+                     trees: list, columns: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """row_inputs in the fixed shape of a static cache (specdec.runtime.static_cache), so that every
+    pass of `size` queries has the same shapes: (mask (rows, 1, size, columns), positions (rows, size))
+    for `width` new tokens per row padded to `size`, over all `columns` of the buffers. `start` holds
+    the rows' lengths on the device (no copy from the host), `lengths` the same on the host."""
+    if not any(tree is not None and not hasattr(tree, "ancestors") for tree in trees):
+        sees, depths = new_token_pattern(size, trees, start.device)
+        return attention_mask(start, sees, columns, dtype), start[:, None] + depths
+    small, positions = stacked_masks(lengths, counts, width, trees, dtype, start.device)
+    mask = torch.full((len(lengths), 1, size, columns), torch.finfo(dtype).min, dtype=dtype, device=start.device)
+    mask[..., :width, : small.shape[-1]] = small
+    mask[:, 0, width:, 0] = 0  # a padding query sees one position: its softmax stays defined
+    return mask, torch.cat([positions, positions[:, -1:].expand(-1, size - width)], dim=1)

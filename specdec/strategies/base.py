@@ -37,6 +37,7 @@ class Request:
     kv_cache: str = "preallocated"  # the KV cache kind every model of the request uses
     row: int = 0  # its row in the batch: in the target's KV cache, and in a strategy's that proposes for all rows
     rows: int = 1  # the batch's rows (a strategy that proposes for all of them sizes its caches by it)
+    max_length: int | None = None  # a static KV cache's positions per row (None: grown as needed)
     target_hidden: torch.Tensor | None = None  # (n, hidden size) the target's last hidden states at the n
     # positions its last pass added to its cache (prefill: the prompt's uncached ones; verify: the pending token's
     # and the accepted drafts'), the last one at tokens[-2], from which it chose tokens[-1]; kept only for

@@ -46,7 +46,8 @@ class DraftModel(Strategy):
     def begin(self, request: Request) -> None:
         draft = self.draft
         if draft is None or draft.rows != request.rows or draft.kv_cache != request.kv_cache or draft.kv_cache == "dynamic":
-            self.draft = CachedModel(self.draft_model, request.kv_cache, self.keeps_draft_hidden, request.rows)
+            self.draft = CachedModel(self.draft_model, request.kv_cache, self.keeps_draft_hidden, request.rows,
+                                     request.max_length)
         else:
             self.draft.rollback(0, request.row)  # empty: the first proposal prefills it
         self.length[request.row] = self.gamma  # every request starts at gamma (transformers' "heuristic_transient")
