@@ -20,10 +20,10 @@ from tqdm import tqdm
 from experiments.entry_point import measure_and_report
 from experiments.provenance import environment
 from specdec.runtime.cached_model import CachedModel
-from specdec.decoding import sync
 from specdec.errors import ConfigError
 from specdec.models import load_model, resolve_device, resolve_dtype
 from specdec.runtime.prepare import LINEAR_LAYOUTS, Runtime, prepare
+from specdec.runtime.timing import step_timer, sync
 
 
 # torch op name -> part of the step, for the breakdown (by op name, so approximate)
@@ -32,22 +32,6 @@ PARTS = {
     "cache": ("aten::cat", "aten::copy_", "aten::index_copy_", "aten::slice_scatter", "aten::index_select"),
     "attention": ("aten::_scaled_dot_product", "aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::where"),
 }
-
-
-def step_timer(cached: CachedModel, tokens: int, context: int):
-    """A function timing one pass over `tokens` new tokens after `context` cached ones."""
-    ids = torch.randint(0, cached.model.config.vocab_size, (tokens,), device=cached.device)
-
-    def run() -> float:
-        sync(cached.device)
-        start = time.perf_counter()
-        cached.forward(ids)
-        sync(cached.device)
-        elapsed = time.perf_counter() - start
-        cached.rollback(context)
-        return elapsed
-
-    return run
 
 
 def linear_floor_timer(model: torch.nn.Module, rows: int):
