@@ -44,9 +44,10 @@ def measure_device(cfg: DictConfig) -> dict:
 
 def report(result: dict) -> str:
     curve = result["verify_curve"]
-    lines = [f"decode step {curve['decode_ms']} ms; a pass over k tokens in decode steps: " +
+    lines = [f"decode step {curve.get('decode_ms')} ms; a pass over k tokens in decode steps: " +
              ", ".join(f"{k}: {c:.2f}" for k, c in curve["relative"].items()),
-             f"plausible: {curve['plausible']}; timing took {result['timing_seconds']} s"]
+             f"plausible: {curve['plausible']} (other processes' share of the CPUs: {curve.get('host_load')}); "
+             f"timing took {result['timing_seconds']} s"]
     lines += [f"{name}: auto chose {sizes}" for name, sizes in result["auto_sizes"].items()]
     return "\n".join(lines)
 

@@ -152,6 +152,18 @@ def test_remeasure_times_again_once_per_process(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
+def test_a_busy_host_times_nothing_and_a_later_run_measures(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECDEC_CACHE", str(tmp_path))
+    calls = fake_passes(monkeypatch, CALM)
+    monkeypatch.setattr(measured, "busy_host", lambda: 0.9)
+    costs = DeviceCosts(tiny("llama"))
+    assert costs.curve["relative"] == verify_cost.DEFAULT_CURVE and not costs.curve["complete"]
+    assert costs.draft_pass(tiny("llama")) == verify_cost.DEFAULT_DRAFT_PASS
+    assert calls == [] and not (tmp_path / CURVE_FILE).exists()
+    monkeypatch.setattr(measured, "busy_host", lambda: None)
+    assert DeviceCosts(tiny("llama")).curve["plausible"] and len(calls) == 1
+
+
 def test_implausible_timings():
     calm = {w: Timing(t, t, 0.02) for w, t in {1: 1.0, 2: 1.01, 4: 0.99, 16: 1.3}.items()}
     assert implausible(calm) == []  # 4 rows a hair under 2 rows: within the spread

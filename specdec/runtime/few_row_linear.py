@@ -99,10 +99,11 @@ KEEP_FOR_CURVE = 15.0  # of the first-run budget, left for the verify-cost curve
 def measured_plan(weights: list[torch.Tensor]) -> tuple[str, ...] | None:
     """The fastest product for each row count 1..MAX_ROWS over these same-shaped weights, run
     one after another as a forward pass runs them (so a large model streams them from memory);
-    None (the default products) where the first-run budget ran out before any was timed."""
+    None (the default products) where the host was busy or the first-run budget ran out before any
+    was timed."""
     key = (f"v{PLANS_VERSION} | {cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
            f"{len(weights)} x {tuple(weights[0].shape)} {weights[0].dtype}")
-    plan = kept(PLANS_FILE, key, lambda: _timed_plan(weights))["plan"]
+    plan = kept(PLANS_FILE, key, lambda: _timed_plan(weights), fallback={"plan": None})["plan"]
     return tuple(plan) if plan else None
 
 

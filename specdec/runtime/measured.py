@@ -7,7 +7,9 @@ the others read its result; the file is replaced atomically (specdec.io), so a r
 old file or the new one. An entry marked `"plausible": false` (timed on a host too busy to
 trust, specdec.runtime.timing) is timed again by the next process that needs it (up to TRIES
 times in all; one left incomplete when the first-run budget ran out, until it is whole), and
-`python -m experiments.measure_device` times everything again on purpose (`fresh`).
+`python -m experiments.measure_device` times everything again on purpose (FRESH). Nothing is timed
+while other processes keep the CPUs busy (specdec.runtime.timing.busy_host): the caller's fallback
+serves until a later run finds the host quiet.
 """
 
 import contextlib
@@ -17,6 +19,7 @@ import os
 
 from specdec.io import atomic_write_text
 from specdec.runtime.machine import cache_root
+from specdec.runtime.timing import busy_host
 
 try:
     import fcntl
@@ -29,14 +32,21 @@ TRIES = 3  # an entry still implausible after this many processes timed it serve
 FRESH = "SPECDEC_REMEASURE"  # set (to 1) by experiments.measure_device: every key this process needs is timed again
 
 
-def kept(file: str, key: str, measure) -> dict:
+def kept(file: str, key: str, measure, fallback: dict) -> dict:
     """The entry under `key` in the cache directory's `file`: read, or measured now by `measure()` (a
     JSON-ready dict) and kept. Measured again when the kept one is implausible or FRESH is set (once
-    per process: what this process measured serves it as it came out)."""
+    per process: what this process measured serves it as it came out). On a busy host nothing is
+    timed: the kept entry serves as it is, or else `fallback` (not kept), and a later run measures."""
     path, name = cache_root() / file, (file, key)
     entry = read(path).get(key)
     if usable(entry, name):
         return entry
+    load = busy_host()
+    if load is not None:
+        log.warning("not timing %s now: other processes use %.0f%% of this process's CPUs (a later run will)",
+                    key, 100 * load)
+        whole = entry is not None and entry.get("complete", True)
+        return entry if whole else {**fallback, "plausible": False, "complete": False, "host_load": round(load, 3)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_name(f"{path.name}.lock")):
         entries = read(path)  # re-read: another process may have measured it, or other keys, meanwhile

@@ -11,6 +11,7 @@ product plans. A draft's pass (relative to the target's decode step) is kept the
 import hashlib
 import logging
 from functools import cached_property
+from pathlib import Path
 
 import torch
 
@@ -27,6 +28,10 @@ CURVE_VERSION = 1
 WIDTHS = (1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64)  # tokens of the passes timed; others interpolated
 CONTEXT = 256  # cached tokens before each pass: a typical decode step of the shipped suites
 CURVE_SECONDS, DRAFT_SECONDS = 20.0, 5.0  # at most, of the process's first-run timing budget
+# Until a quiet moment to time them (specdec.runtime.measured), the safe guesses, which pick small sizes: a
+# 2-core CPU's curve (4 tokens cost a decode step, each further one 4% more) and a draft pass of 0.15 steps
+DEFAULT_CURVE = {w: round(1 + 0.04 * max(0, w - 4), 4) for w in WIDTHS}
+DEFAULT_DRAFT_PASS = 0.15
 
 
 def device_name(device: torch.device) -> str:
@@ -40,7 +45,8 @@ def model_key(model: torch.nn.Module) -> str:
     parameters = sum(p.numel() for p in model.parameters())
     classes = ",".join(sorted({type(m).__name__ for m in model.modules()}))
     layout = hashlib.sha256(f"{classes} {type(model.forward).__name__}".encode()).hexdigest()[:10]
-    return (f"{getattr(config, '_name_or_path', '') or config.model_type} {parameters} "
+    name = Path(getattr(config, "_name_or_path", "") or config.model_type).name  # not where it is cached
+    return (f"{name} {parameters} "
             f"{next(model.parameters()).dtype} layout {layout}")
 
 
@@ -82,7 +88,7 @@ class DeviceCosts:
     @cached_property
     def curve(self) -> dict:
         """{"relative": {k: a pass over k tokens / a decode step}, "decode_ms", "spread", "plausible"}."""
-        return kept(CURVE_FILE, self.key, self._measure_curve)
+        return kept(CURVE_FILE, self.key, self._measure_curve, fallback={"relative": DEFAULT_CURVE})
 
     def _measure_curve(self) -> dict:
         timed = timed_passes({"target": CachedModel(self.target, self.kv_cache)}, {"target": WIDTHS}, CURVE_SECONDS)
@@ -102,6 +108,7 @@ class DeviceCosts:
     def draft_pass(self, draft: torch.nn.Module, rows: int = 1) -> float:
         """A pass of `draft` (a causal LM) over `rows` tokens, in the target's decode steps."""
         key = f"{self.key} | draft {model_key(draft)} x {rows}"
+        self.curve  # noqa: B018  (the curve first: it matters more, should the budget run short)
 
         def measure() -> dict:
             models = {"target": CachedModel(self.target, self.kv_cache), "draft": CachedModel(draft, self.kv_cache)}
@@ -110,4 +117,4 @@ class DeviceCosts:
                     "spread": round(max(t.spread for t in timed.values()), 3), "plausible": not doubtful(timed),
                     "host_load": round(timed["target", 1].load, 3)}
 
-        return kept(CURVE_FILE, key, measure)["relative"]
+        return kept(CURVE_FILE, key, measure, fallback={"relative": DEFAULT_DRAFT_PASS})["relative"]
