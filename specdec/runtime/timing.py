@@ -129,11 +129,11 @@ def interleaved(timers: dict, seconds: float, min_rounds: int = 3, max_rounds: i
     return {key: Timing.of(values, share) for key, values in samples.items()}
 
 
-def implausible(timed: dict[int, Timing]) -> list[int]:
-    """Widths (e.g. tokens of a pass) whose timing cannot be trusted: a spread above MAX_SPREAD,
+def implausible(timed: dict[int, Timing], max_spread: float = MAX_SPREAD) -> list[int]:
+    """Widths (e.g. tokens of a pass) whose timing cannot be trusted: a spread above `max_spread`,
     other processes busy on our CPUs meanwhile (MAX_LOAD), or a best time below a narrower width's
-    by more than the two spreads allow."""
-    bad = {w for w, t in timed.items() if t.spread > MAX_SPREAD or t.load > MAX_LOAD}
+    by more than the two spreads allow (at least 5%)."""
+    bad = {w for w, t in timed.items() if t.spread > max_spread or t.load > MAX_LOAD}
     widths = sorted(timed)
     for i, narrow in enumerate(widths):
         for wide in widths[i + 1:]:
