@@ -147,7 +147,7 @@ def test_gamma_sweep(tmp_path, run):
 
 @pytest.mark.parametrize("override,message", [
     ("strategy.name=nope", "unknown strategy 'nope'; known strategies: baseline, draft"),
-    ("strategy.gamma=0", "strategy.gamma must be an integer >= 1"),
+    ("strategy.gamma=0", "strategy.gamma must be auto (the best predicted size on this device) or an integer >= 1"),
     ("generation.max_new_tokens=2000", "exceeds the model's context"),
     ("model.name_or_path=/no/such/dir", "cannot load model"),
     ("dataset=gsm8k", "cannot load the public suite 'openai/gsm8k'"),
