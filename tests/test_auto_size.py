@@ -10,6 +10,7 @@ from conftest import random_eagle, random_prompt, tiny
 
 from specdec import ConfigError, Decoder, GenerationConfig
 from specdec.auto_size import chain_speedups, rank_law, tree_speedups
+from specdec.drafts.medusa_heads import MedusaHeads
 from specdec.runtime import measured, verify_cost
 from specdec.runtime.timing import MAX_SPREAD, Budget, Timing, implausible, interleaved
 from specdec.runtime.verify_cost import CURVE_FILE, WIDTHS, DeviceCosts
@@ -70,6 +71,21 @@ def test_an_auto_eagle_tree_tunes_once_and_stays_lossless(curve, few):
     config = GenerationConfig(max_new_tokens=24)
     for prompt in [random_prompt(random.Random(seed)) for seed in range(3)]:
         assert decoder.generate(prompt, config).token_ids == baseline.generate(prompt, config).token_ids
+
+
+def test_an_auto_medusa_tree_grows_where_verify_is_cheap_and_stays_lossless():
+    model = tiny("llama")
+    heads = MedusaHeads(model.config.hidden_size, model.config.vocab_size, 3)  # no measured accuracies: the rank law
+    sizes = {}
+    for name, curve in (("cpu", cpu_like), ("gpu", gpu_like)):
+        strategy = create_strategy("medusa", target_model=model, heads=heads, tree="auto")
+        sizes[name] = strategy.tune(SyntheticCosts(curve))
+        assert len(strategy.tree.choices) == sizes[name]["tree"] and strategy.tree.depth == sizes[name]["depth"] <= 3
+    assert sizes["cpu"]["tree"] < sizes["gpu"]["tree"]
+    config = GenerationConfig(max_new_tokens=16)
+    prompt = random_prompt(random.Random(5))
+    baseline = Decoder(model, create_strategy("baseline")).generate(prompt, config).token_ids
+    assert Decoder(model, strategy).generate(prompt, config).token_ids == baseline
 
 
 def test_bad_sizes_in_the_library_name_the_fix():
