@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from experiments.cost_model import median_ms
+from specdec.runtime.timing import median_ms
 from specdec.decoding import sync
 from specdec.runtime.cached_model import CachedModel
 

@@ -11,12 +11,11 @@ predicts the run's speedup over the baseline; with every step at a fixed gamma i
 the best gamma. Forward costs are timed in the same process (experiments.profile_step's timer).
 """
 
-import statistics
-
 import torch
 
-from experiments.profile_step import step_timer
+from specdec.auto_size import chain_tokens
 from specdec.runtime.cached_model import CachedModel
+from specdec.runtime.timing import median_ms, step_timer
 
 
 def typical_context(baseline: list[dict]) -> int:
@@ -44,28 +43,6 @@ def measure_costs(target, draft, kv_cache: str, context_tokens: int, max_k: int,
     }
 
 
-def median_ms(timers: dict, repeats: int) -> dict:
-    """key -> median ms of `repeats` calls of timers[key] (each returns its seconds), interleaved
-    round by round so that drift hits every key alike, after one untimed round."""
-    samples = {key: [] for key in timers}
-    for round_ in range(repeats + 1):
-        for key, timer in timers.items():
-            elapsed = timer()
-            if round_:
-                samples[key].append(elapsed * 1000)
-    return {key: statistics.median(values) for key, values in samples.items()}
-
-
-def expected_tokens(acceptance: list[float], proposed: int) -> float:
-    """Tokens a step commits on average when it proposes `proposed` tokens (a_j past the
-    measured positions repeats the last one)."""
-    total, reach = 1.0, 1.0
-    for i in range(proposed):
-        reach *= acceptance[min(i, len(acceptance) - 1)] if acceptance else 0.0
-        total += reach
-    return total
-
-
 def step_ms(proposed: int, costs: dict, draft_ms: float) -> float:
     verify = costs["verify_ms"]
     return proposed * draft_ms + verify[min(proposed + 1, max(verify))]
@@ -86,12 +63,12 @@ def predict_speedup(records: list[dict], baseline: list[dict], acceptance: list[
         propose_ms = 0.0 if uses_draft else r.get("propose_ms", 0.0)  # the run's measured time in propose()
         if gamma is None:  # a tree step reaches its depth (per-depth acceptance) and verifies all its nodes
             depths = r.get("depth_per_step") or [None] * len(steps)
-            ours_tokens += 1 + sum(expected_tokens(acceptance or [], p if d is None else d) for p, d in zip(steps, depths))
+            ours_tokens += 1 + sum(chain_tokens(acceptance or [], p if d is None else d) for p, d in zip(steps, depths))
             ours_ms += sum(step_ms(p, costs, draft_ms) for p in steps) + propose_ms
         else:
             ours_tokens += r["new_tokens"]
             step = step_ms(gamma, costs, draft_ms) + propose_ms / max(len(steps), 1)
-            ours_ms += (r["new_tokens"] - 1) * step / expected_tokens(acceptance or [], gamma)
+            ours_ms += (r["new_tokens"] - 1) * step / chain_tokens(acceptance or [], gamma)
     return (ours_tokens / ours_ms) / (base_tokens / base_ms)
 
 

@@ -29,7 +29,6 @@ from omegaconf import DictConfig, open_dict
 from experiments.bench import matrix_strategies
 from experiments.divergence import run_mismatches
 from experiments.entry_point import measure_and_report
-from experiments.profile_step import step_timer
 from experiments.provenance import environment
 from experiments.run import experiment_prompts, run_experiment
 from experiments.summary import strategy_entries
@@ -42,6 +41,7 @@ from specdec.models import load_model, resolve_device, resolve_dtype
 from specdec.runtime.cached_model import CachedModel
 from specdec.runtime.prepare import Runtime, prepare
 from specdec.runtime.static_cache import BUCKETS
+from specdec.runtime.timing import step_timer
 
 # what quick=true sets, over the command line's own overrides
 QUICK = ["model=tiny-random", "dataset.limit=3", "generation.max_new_tokens=12", "context_tokens=32",

@@ -22,12 +22,12 @@ from experiments.entry_point import measure_and_report
 from experiments.host_overhead import step_costs
 from experiments.provenance import environment
 from specdec.runtime.cached_model import CachedModel
-from specdec.decoding import sync
 from specdec.errors import ConfigError
 from specdec.models import load_model, resolve_device, resolve_dtype
 from specdec.runtime.prepare import LINEAR_LAYOUTS, Runtime, check_static, prepare
 from specdec.runtime.static_cache import BUCKETS
 from specdec.runtime.static_step import compile_count
+from specdec.runtime.timing import step_timer, sync
 
 
 # torch op name -> part of the step, for the breakdown (by op name, so approximate)
@@ -36,22 +36,6 @@ PARTS = {
     "cache": ("aten::cat", "aten::copy_", "aten::index_copy_", "aten::slice_scatter", "aten::index_select"),
     "attention": ("aten::_scaled_dot_product", "aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::where"),
 }
-
-
-def step_timer(cached: CachedModel, tokens: int, context: int):
-    """A function timing one pass over `tokens` new tokens after `context` cached ones."""
-    ids = torch.randint(0, cached.model.config.vocab_size, (tokens,), device=cached.device)
-
-    def run() -> float:
-        sync(cached.device)
-        start = time.perf_counter()
-        cached.forward(ids)
-        sync(cached.device)
-        elapsed = time.perf_counter() - start
-        cached.rollback(context)
-        return elapsed
-
-    return run
 
 
 def linear_floor_timer(model: torch.nn.Module, rows: int):

@@ -72,7 +72,7 @@ def build_runners(cfg: DictConfig, target, tokenizer, device, dtype, strategies:
         if cfg.cache.name == "radix":
             runners[f"{label}+radix"] = decoder(options, new_prefix_cache(cfg.cache))
     for anchor in cfg.anchors:  # known, and mirroring a strategy of the run (experiments.validate)
-        runners.update(anchor_runners(ANCHORS[anchor], strategies, target, draft, tokenizer, eos))
+        runners.update(anchor_runners(ANCHORS[anchor], strategies, runners, target, draft, tokenizer, eos))
     return runners
 
 
@@ -102,10 +102,13 @@ def generate_all(runner, prompts: list[dict], generation: GenerationConfig, seed
                                  salts=[p.get("salt") for p in prompts])
 
 
-def anchor_runners(anchor, strategies: dict[str, dict], target, draft, tokenizer, eos) -> dict:
+def anchor_runners(anchor, strategies: dict[str, dict], runners: dict, target, draft, tokenizer, eos) -> dict:
+    """The anchor's runners: one, or one per strategy it mirrors, with that strategy's settings (sizes
+    left `auto` as the strategy's runner chose them)."""
     if anchor.mirrors is None:
         return {anchor.name: anchor(target, tokenizer, eos)}
-    mirrored = [o for o in strategies.values() if o.get("name") == anchor.mirrors]
+    mirrored = [{**o, **{k: v for k, v in runners[label].strategy.auto_sizes.items() if k in o}}
+                for label, o in strategies.items() if o.get("name") == anchor.mirrors]
     return {strategy_label(anchor.name, {k: o[k] for k in anchor.settings if k in o}):
             anchor(target, tokenizer, eos, draft=draft, **o) for o in mirrored}
 
@@ -235,7 +238,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
             c: summarize([r for r in recs if r["category"] == c], [r for r in records["baseline"] if r["category"] == c])
             for c in categories
         }
-    for name in runners:
+    for name, runner in runners.items():
+        if getattr(getattr(runner, "strategy", None), "auto_sizes", None):  # what `auto` chose on this device
+            summary[name]["auto_sizes"] = runner.strategy.auto_sizes
         if name.endswith("+radix"):
             summary[name]["ideal_hit_rate"] = ideal_hit_rate([p["input_ids"] for p in prompts],
                                                              prompt_salts(prompts, cfg.cache), cfg.cache.min_hit_tokens)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.anchors import ANCHORS
 from experiments.prompts import check_limit
+from specdec.auto_size import AUTO
 from specdec.decoding import GenerationConfig
 from specdec.errors import ConfigError, is_int, is_number
 from specdec.models import resolve_device, resolve_dtype
@@ -40,20 +41,24 @@ NON_NEGATIVE: Check = (lambda v: is_number(v) and v >= 0), "a number >= 0"
 STRING: Check = (lambda v: isinstance(v, str) and v != ""), "a non-empty string"
 
 
+SIZE: Check = (lambda v: v == AUTO or POSITIVE_INT[0](v)), "auto (the best predicted size on this device) or an integer >= 1"
+
+
 def is_tree(value) -> bool:
-    """Medusa's strategy.tree: null, a node count, or a non-empty list of non-empty paths of ranks."""
-    if value is None or POSITIVE_INT[0](value):
+    """Medusa's strategy.tree: auto, null, a node count, or a non-empty list of non-empty paths of ranks."""
+    if value is None or SIZE[0](value):
         return True
     paths = value if isinstance(value, list) else []
     return bool(paths) and all(isinstance(p, list) and p and all(NATURAL[0](r) for r in p) for p in paths)
 
 
-TREE: Check = is_tree, "null (the heads' default tree), a node count >= 1, or a list of paths of top-k ranks like [[0], [1], [0, 0]]"
+TREE: Check = is_tree, ("auto (the best tree on this device), null (the heads' default tree), a node count >= 1, "
+                        "or a list of paths of top-k ranks like [[0], [1], [0, 0]]")
 
 STRATEGY_OPTIONS: dict[str, Check] = {  # by option name, whichever strategy takes it
     "name": optional(STRING), "target": optional(STRING),
-    "gamma": POSITIVE_INT, "gamma_schedule": one_of(SCHEDULES), "stop_below_prob": PROBABILITY,
-    "tree_nodes": optional(POSITIVE_INT), "tree_topk": POSITIVE_INT, "head_tokens": optional(POSITIVE_INT),
+    "gamma": SIZE, "gamma_schedule": one_of(SCHEDULES), "stop_below_prob": PROBABILITY,
+    "tree_nodes": optional(SIZE), "tree_topk": POSITIVE_INT, "head_tokens": optional(POSITIVE_INT),
     "draft": STRING, "heads": STRING, "tree": TREE, "acceptance": one_of(ACCEPTANCE),
     "posterior_threshold": PROBABILITY, "posterior_alpha": NON_NEGATIVE,
     "max_ngram": POSITIVE_INT, "num_tokens": POSITIVE_INT,

@@ -20,6 +20,8 @@ import torch
 
 from specdec.batch import Batch, Slot, check_batch_size
 from specdec.runtime.cached_model import CachedModel
+from specdec.runtime.timing import sync
+from specdec.runtime.verify_cost import DeviceCosts
 from specdec.errors import ConfigError, is_int, is_number
 from specdec.metrics import RequestMetrics, Step
 from specdec.sampling import SamplingParams, probabilities, sample
@@ -100,6 +102,7 @@ class Decoder:
         self.kv_cache, self.max_length = kv_cache, max_length
         self.prefix_cache = prefix_cache  # caching.prefix.PrefixCache, or None for no prefix caching
         self.strategy = strategy
+        strategy.tune(DeviceCosts(target_model, kv_cache))  # sizes left `auto`, by this device's costs (measured once)
         self.tokenizer = tokenizer
         self.eos_token_ids = set(eos_token_ids) if eos_token_ids is not None else eos_ids_of(target_model, tokenizer)
         self.context_length = getattr(target_model.config, "max_position_embeddings", None)
@@ -254,9 +257,3 @@ def check_finite_rows(logits: torch.Tensor, counts: list[int], slots: list, tree
     for row, slot in enumerate(slots):
         new = len(slot.request.tokens) - slot.request.prompt_len
         check_finite(logits[row, : counts[row]], new, trees[row].depths if trees[row] else None)
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so that a timer reads the time the work really took."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

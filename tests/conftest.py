@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+os.environ.setdefault("SPECDEC_MAX_HOST_LOAD", "100")  # time tiny models on a shared host too (read at import)
 from specdec import Decoder, GenerationConfig
 from specdec.drafts.eagle_draft import EagleDraft
 from specdec.strategies import create_strategy

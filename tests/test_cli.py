@@ -70,9 +70,11 @@ def test_default_strategy_end_to_end(tmp_path, run):
     assert len(records) == 9 and {r["strategy"] for r in records} == set(summary)
     assert all(r["new_tokens"] == len(r["token_ids"]) <= 12 for r in records)
     info = json.loads((tmp_path / "run_info.json").read_text())
-    assert info["config"]["strategy"]["gamma"] == 4 and info["git_commit"] and info["versions"]["torch"]
+    assert info["config"]["strategy"]["gamma"] == "auto" and info["git_commit"] and info["versions"]["torch"]
+    chosen = summary["draft"]["auto_sizes"]  # what auto chose on this machine, with its prediction
+    assert chosen["gamma"] >= 1 and chosen["predicted_speedup"] > 0 and "auto_sizes" not in summary["hf_generate"]
     fingerprint = json.loads((tmp_path / "fingerprint.json").read_text())  # what a resume must match
-    assert fingerprint["settings"]["strategies.draft.gamma"] == 4 and len(fingerprint["prompts"]) == 3
+    assert fingerprint["settings"]["strategies.draft.gamma"] == "auto" and len(fingerprint["prompts"]) == 3
     assert fingerprint["settings"]["anchors"] == ["hf_generate"] and "dataset.limit" not in fingerprint["settings"]
 
 
@@ -145,7 +147,7 @@ def test_gamma_sweep(tmp_path, run):
 
 @pytest.mark.parametrize("override,message", [
     ("strategy.name=nope", "unknown strategy 'nope'; known strategies: baseline, draft"),
-    ("strategy.gamma=0", "strategy.gamma must be an integer >= 1"),
+    ("strategy.gamma=0", "strategy.gamma must be auto (the best predicted size on this device) or an integer >= 1"),
     ("generation.max_new_tokens=2000", "exceeds the model's context"),
     ("model.name_or_path=/no/such/dir", "cannot load model"),
     ("dataset=gsm8k", "cannot load the public suite 'openai/gsm8k'"),
@@ -252,7 +254,7 @@ def test_bench_entries_run_what_the_strategy_config_runs():
     assert draft["gamma"] == 2 and draft["gamma_schedule"] == "constant"
     assert with_defaults({"name": "mine", "k": 1}) == {"name": "mine", "k": 1}  # no config file: as given
     tree = with_defaults({"name": "eagle_tree", "tree_nodes": 8})  # a file over eagle.yaml, as Hydra composes it
-    assert (tree["name"], tree["tree_nodes"], tree["gamma"], tree["head_tokens"]) == ("eagle", 8, 2, 8192)
+    assert (tree["name"], tree["tree_nodes"], tree["gamma"], tree["head_tokens"]) == ("eagle", 8, "auto", 8192)
 
 
 def test_bench_matrix_with_anchors_report_and_resume(tmp_path, run, entry_points):

@@ -199,7 +199,7 @@ def test_round_trip_and_clear_errors(tmp_path):
         new_eagle_draft(model, init_layer=3)
     with pytest.raises(ConfigError, match="gamma"):
         create_strategy("eagle", target_model=model, draft=draft, gamma=0)
-    with pytest.raises(ConfigError, match="tree_nodes must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="tree_nodes must be auto .* or an integer >= 1"):
         create_strategy("eagle", target_model=model, draft=draft, stop_below_prob=0, tree_nodes=0)
     with pytest.raises(ConfigError, match="stop_below_prob=0"):
         create_strategy("eagle", target_model=model, draft=draft, tree_nodes=8)

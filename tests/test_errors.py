@@ -20,7 +20,7 @@ def test_unknown_strategy_lists_known_ones():
 
 @pytest.mark.parametrize("gamma", [0, -3])
 def test_gamma_below_one(gamma):
-    with pytest.raises(ConfigError, match="gamma must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="gamma must be auto .* or an integer >= 1"):
         create_strategy("draft", draft_model=tiny("llama"), gamma=gamma)
 
 

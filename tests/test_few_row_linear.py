@@ -18,6 +18,8 @@ from specdec.runtime.few_row_linear import (COPIED, LADDER, MAX_ROWS, PRODUCTS, 
                                     product, shared_copy, weight_copies, weight_copy)
 from specdec.drafts.draft_model import layer_skip_draft
 from specdec.runtime.prepare import Runtime, prepare
+from specdec.runtime import measured
+from specdec.runtime.timing import Budget, Timing
 from specdec.strategies import create_strategy
 
 
@@ -59,13 +61,14 @@ def test_processes_timing_the_same_shape_at_once_time_it_once(tmp_path, monkeypa
     """Two at once (test workers, sweep jobs) on one plans file: one times the shape, the other
     waits and takes its plan; plans of other shapes already in the file stay."""
     monkeypatch.setenv("SPECDEC_CACHE", str(tmp_path))
-    (tmp_path / few_row_linear.PLANS_FILE).write_text(json.dumps({"another shape": ["linear"] * MAX_ROWS}))
+    other = {"plan": ["linear"] * MAX_ROWS, "plausible": True}
+    (tmp_path / few_row_linear.PLANS_FILE).write_text(json.dumps({"another shape": other}))
     timed, start = [], threading.Barrier(2)
 
-    def fastest(weights, copies, rows):
+    def fastest(weights, copies, rows, seconds):
         timed.append(rows)
         time.sleep(0.01)  # both would be timing now, were there no lock
-        return PRODUCTS[len(timed) % len(PRODUCTS)]
+        return PRODUCTS[len(timed) % len(PRODUCTS)], Timing(1e-3 * rows, 1e-3 * rows, 0.01)
 
     monkeypatch.setattr(few_row_linear, "_fastest", fastest)
     weights, plans = [torch.randn(24, 40)], []
@@ -81,8 +84,40 @@ def test_processes_timing_the_same_shape_at_once_time_it_once(tmp_path, monkeypa
         thread.join()
     assert len(timed) == len(LADDER) and plans[0] == plans[1]
     kept = json.loads((tmp_path / few_row_linear.PLANS_FILE).read_text())
-    assert kept["another shape"] == ["linear"] * MAX_ROWS and list(plans[0]) in kept.values()
+    assert kept["another shape"] == other and list(plans[0]) in [entry["plan"] for entry in kept.values()]
     assert [p.name for p in tmp_path.iterdir() if p.suffix not in (".json", ".lock")] == []  # no temporary left
+
+
+def test_implausible_plan_timings_are_timed_again_and_the_budget_bounds_them(tmp_path, monkeypatch):
+    """Rung timings that cannot be right (more rows measured far cheaper than fewer, as a busy host
+    makes them) are timed once more; still wrong, the plan is kept as implausible, so the next
+    process times it again. With the first-run budget spent, nothing is timed: no plan."""
+    monkeypatch.setenv("SPECDEC_CACHE", str(tmp_path))
+    timed = []
+
+    def fastest(weights, copies, rows, seconds):
+        timed.append(rows)
+        return "columns", Timing(1e-3 / rows, 1e-3 / rows, 0.01)  # wider, cheaper: implausible
+
+    monkeypatch.setattr(few_row_linear, "_fastest", fastest)
+    monkeypatch.setattr(few_row_linear, "FIRST_RUN", Budget(100.0))
+    weights = [torch.randn(24, 40)]
+    assert measured_plan(weights) == ("columns",) * MAX_ROWS
+    assert len(timed) == 2 * len(LADDER)  # every rung, then every implausible one again
+    entry = next(iter(json.loads((tmp_path / few_row_linear.PLANS_FILE).read_text()).values()))
+    assert not entry["plausible"] and entry["spread"]["1"] == 0.01 and entry["tries"] == 1
+    monkeypatch.setattr(measured, "_measured_here", set())  # a new process
+    measured_plan(weights)
+    assert len(timed) == 4 * len(LADDER)
+    monkeypatch.setattr(measured, "_measured_here", set())
+    monkeypatch.setattr(few_row_linear, "FIRST_RUN", Budget(0.0))
+    for _ in range(measured.TRIES):  # an incomplete plan is timed again however often that happened
+        monkeypatch.setattr(measured, "_measured_here", set())
+        assert measured_plan(weights) is None and len(timed) == 4 * len(LADDER)
+    monkeypatch.setattr(measured, "_measured_here", set())
+    monkeypatch.setattr(few_row_linear, "FIRST_RUN", Budget(100.0))
+    measured_plan(weights)
+    assert len(timed) == 6 * len(LADDER)
 
 
 def test_auto_follows_the_plan_measured_for_each_shape():

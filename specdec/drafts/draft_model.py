@@ -157,4 +157,5 @@ def load_trained_draft(directory: Path, target, head_tokens: int | None = None) 
     draft = borrow_embeddings(draft.to(execution_device(target)), target).eval()
     if head_tokens:
         draft.lm_head = frequent_token_head(draft.lm_head.weight, directory, head_tokens)
+    draft.acceptance_by_depth = read_json(directory / TRAINED_DRAFT_MARK).get("acceptance_by_depth")  # auto sizes
     return draft

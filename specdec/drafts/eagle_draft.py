@@ -119,4 +119,5 @@ def load_eagle_draft(name_or_path, target: nn.Module, head_tokens: int | None = 
                           f"{DAMAGED}") from None
     if head_tokens:
         draft.lm.lm_head = frequent_token_head(draft.lm.lm_head.weight, directory, head_tokens)
+    draft.acceptance_by_depth = config.get("acceptance_by_depth")  # for auto sizes (specdec.auto_size)
     return draft.to(execution_device(target)).eval(), {**config, "directory": str(directory)}

@@ -19,9 +19,7 @@ applies them to a copy of the model that shares its weights, so the model you pa
 as it was.
 """
 
-import contextlib
 import copy
-import json
 import logging
 import time
 
@@ -29,13 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specdec.io import atomic_write_text
-from specdec.runtime.machine import cache_root, cpu_name
-
-try:
-    import fcntl
-except ImportError:  # Windows: no lock; a shape timed twice at once is timed twice, the last plan kept
-    fcntl = None
+from specdec.runtime.machine import cpu_name
+from specdec.runtime.measured import kept
+from specdec.runtime.timing import FIRST_RUN, Timing, implausible, interleaved
 
 log = logging.getLogger(__name__)
 
@@ -99,27 +93,52 @@ class FewRowLinear(nn.Linear):
 
 
 PLANS_FILE = "linear_plans.json"  # in specdec's cache directory: measured once per CPU, torch and shape
-PLANS_VERSION = 5  # part of each plan's key: plans timed by older code are timed again
+PLANS_VERSION = 6  # part of each plan's key: plans timed by older code are timed again
+PLAN_SECONDS = 3.0  # timing of one shape's ladder, at most (of the process's first-run budget)
+KEEP_FOR_CURVE = 15.0  # of the first-run budget, left for the verify-cost curve (specdec.runtime.verify_cost)
 
 
-def measured_plan(weights: list[torch.Tensor]) -> tuple[str, ...]:
+def measured_plan(weights: list[torch.Tensor]) -> tuple[str, ...] | None:
     """The fastest product for each row count 1..MAX_ROWS over these same-shaped weights, run
-    one after another as a forward pass runs them (so a large model streams them from memory)."""
+    one after another as a forward pass runs them (so a large model streams them from memory);
+    None (the default products) where the host was busy or the first-run budget ran out before any
+    was timed."""
     key = (f"v{PLANS_VERSION} | {cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
            f"{len(weights)} x {tuple(weights[0].shape)} {weights[0].dtype}")
-    path = cache_root() / PLANS_FILE
-    plans = _read_plans(path)
-    if key not in plans:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(path.with_name(f"{path.name}.lock")):  # processes starting at once time each shape once
-            plans = _read_plans(path)  # re-read: another process may have timed it, or other shapes, meanwhile
-            if key not in plans:
-                log.info("timing the products for %s (once; kept in %s)", key, path)
-                copies = weight_copies(weights, COPIED)
-                fastest = {rows: _fastest(weights, copies, rows) for rows in LADDER}
-                plans[key] = [fastest[max(r for r in LADDER if r <= rows)] for rows in range(1, MAX_ROWS + 1)]
-                atomic_write_text(path, json.dumps(plans, indent=1))  # a concurrent reader sees the old or the new file
-    return tuple(plans[key])
+    plan = kept(PLANS_FILE, key, lambda: _timed_plan(weights), fallback={"plan": None})["plan"]
+    return tuple(plan) if plan else None
+
+
+def _timed_plan(weights: list[torch.Tensor]) -> dict:
+    """The plan, with each rung's fastest product, its time and spread; rungs whose timing is
+    implausible (specdec.runtime.timing) are timed once more, and the plan says whether it is
+    plausible then (if not, the next run times it again). Rungs left untimed when the first-run
+    budget runs out take the product of the rung below (none timed: no plan), and the plan counts
+    as implausible."""
+    copies = weight_copies(weights, COPIED)
+    seconds = FIRST_RUN.allow(PLAN_SECONDS, keep=KEEP_FOR_CURVE) / len(LADDER)
+    fastest = {}
+    for rows in LADDER:
+        if FIRST_RUN.allow(1.0, keep=KEEP_FOR_CURVE) <= 0:
+            log.warning("first-run timing budget spent: %d rows and up keep the product of fewer rows", rows)
+            break
+        fastest[rows] = _fastest(weights, copies, rows, seconds)
+    for rows in implausible_rungs(fastest) if FIRST_RUN.allow(1.0, keep=KEEP_FOR_CURVE) > 0 else ():
+        fastest[rows] = _fastest(weights, copies, rows, seconds / 2)
+    timed = [max((r for r in fastest if r <= rows), default=None) for rows in range(1, MAX_ROWS + 1)]
+    return {"plan": [fastest[r][0] for r in timed] if fastest else None,
+            "plausible": len(fastest) == len(LADDER) and not implausible_rungs(fastest),
+            "complete": len(fastest) == len(LADDER),
+            "us": {rows: round(t.best * 1e6, 1) for rows, (_, t) in fastest.items()},
+            "spread": {rows: round(t.spread, 3) for rows, (_, t) in fastest.items()},
+            "host_load": round(max((t.load for _, t in fastest.values()), default=0.0), 3)}
+
+
+def implausible_rungs(fastest: dict) -> list[int]:
+    """Rungs timed on a busy host, or whose product ran faster for more rows than the rung below did
+    for fewer. Not a wide spread: trials of half a millisecond spread widely on a quiet host, and
+    the best of them is what the plan compares."""
+    return implausible({rows: timing for rows, (_, timing) in fastest.items()}, max_spread=float("inf"))
 
 
 def weight_copies(weights: list[torch.Tensor], methods) -> dict[str, list[torch.Tensor]]:
@@ -133,26 +152,12 @@ def weight_copies(weights: list[torch.Tensor], methods) -> dict[str, list[torch.
     return copies
 
 
-@contextlib.contextmanager
-def _locked(path):
-    """An exclusive lock on `path` while the block runs (released by the system if the process dies)."""
-    with open(path, "a") as f:
-        if fcntl is not None:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-def _read_plans(path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # none yet, or unreadable: measure again
-        return {}
-
-
-def _fastest(weights: list[torch.Tensor], copies: dict[str, list[torch.Tensor]], rows: int, trials: int = 11) -> str:
-    """Interleaved trials, best time of each candidate; a trial repeats the sweep for at least 0.5 ms.
-    Eleven trials: with five, a busy moment of the shared host picked a product 12% slower for
-    one row a third of the time, and the decode step paid for it (baseline 10% slower)."""
+def _fastest(weights: list[torch.Tensor], copies: dict[str, list[torch.Tensor]], rows: int,
+             seconds: float) -> tuple[str, Timing]:
+    """The product with the best time over interleaved, spaced trials (specdec.runtime.timing), and its
+    Timing; a trial repeats the sweep for at least 0.5 ms. Best times, over at least 5 trials: with
+    five medians, a busy moment of the shared host picked a product 12% slower for one row a third
+    of the time, and the decode step paid for it (baseline 10% slower)."""
     x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype)
     candidates = [m for m in PRODUCTS if m not in COPIED or m in copies]
 
@@ -162,17 +167,23 @@ def _fastest(weights: list[torch.Tensor], copies: dict[str, list[torch.Tensor]],
 
     with torch.inference_mode():
         start = time.perf_counter()
-        for method in candidates:  # warm-up, and how many sweeps make a trial
+        for method in candidates:  # a warm-up, and how many sweeps make a trial
             sweep(method)
-        repeats = max(1, int(5e-4 * len(candidates) / max(time.perf_counter() - start, 1e-7)))
-        best = dict.fromkeys(candidates, float("inf"))
-        for _ in range(trials):
-            for method in candidates:
-                start = time.perf_counter()
+        warm = time.perf_counter() - start
+        FIRST_RUN.spend(warm)
+        repeats = max(1, int(5e-4 * len(candidates) / max(warm, 1e-7)))
+
+        def timer(method: str):
+            def run() -> float:
+                began = time.perf_counter()
                 for _ in range(repeats):
                     sweep(method)
-                best[method] = min(best[method], time.perf_counter() - start)
-    return min(best, key=best.get)
+                return (time.perf_counter() - began) / repeats
+            return run
+
+        timed = interleaved({m: timer(m) for m in candidates}, seconds, min_rounds=5, max_rounds=11, warmup=False)
+    best = min(timed, key=lambda m: timed[m].best)
+    return best, timed[best]
 
 
 def shared_copy(model: nn.Module) -> nn.Module:
@@ -196,7 +207,7 @@ def few_row_linears(model: nn.Module, measure: bool = False) -> nn.Module:
     for modules in groups.values():
         weights = [m.weight.detach() for m in modules]
         plan = measured_plan(weights)
-        copies = weight_copies(weights, [m for m in COPIED if m in plan])
+        copies = weight_copies(weights, [m for m in COPIED if m in (plan or ())])
         for i, module in enumerate(modules):
             module.plan = plan
             module.copies = {method: laid_out[i] for method, laid_out in copies.items()}

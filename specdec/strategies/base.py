@@ -66,6 +66,13 @@ class Strategy:
     prepared_modules: ClassVar[tuple[str, ...]] = ()  # attributes holding modules it runs; the runner
     # replaces each by its prepared copy (specdec.runtime.prepare), so strategies never lay modules out
 
+    auto_sizes: dict = {}  # the sizes `auto` chose on this device, with their predicted speedup (set by tune)
+
+    def tune(self, costs) -> dict:
+        """Set the sizes given as `auto` by this device's costs (a specdec.runtime.verify_cost.DeviceCosts,
+        which measures when first asked), once; the Decoder calls it. Returns auto_sizes."""
+        return self.auto_sizes
+
     def begin(self, request: Request) -> None:
         """A new request starts: reset per-request state (caches, tables)."""
 

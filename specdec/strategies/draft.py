@@ -7,6 +7,7 @@ both only change how many tokens are proposed, so verification stays lossless.""
 
 import torch
 
+from specdec.auto_size import AUTO, acceptance_of, best, chain_speedups, check_size
 from specdec.runtime.cached_model import CachedModel
 from specdec.errors import ConfigError
 from specdec.sampling import probabilities, sample
@@ -29,8 +30,7 @@ class DraftModel(Strategy):
 
     def _drafting(self, gamma: int, gamma_schedule: str, stop_below_prob: float) -> None:
         """Check and set how many tokens to draft, and when to stop early."""
-        if not isinstance(gamma, int) or gamma < 1:
-            raise ConfigError(f"strategy.gamma must be an integer >= 1 (got {gamma!r}); use strategy=baseline for no drafting")
+        check_size("gamma", gamma, "; use strategy=baseline for no drafting")
         if gamma_schedule not in SCHEDULES:
             raise ConfigError(f"strategy.gamma_schedule must be one of {', '.join(SCHEDULES)} (got {gamma_schedule!r})")
         if isinstance(stop_below_prob, bool) or not isinstance(stop_below_prob, (int, float)) or not 0 <= stop_below_prob <= 1:
@@ -42,6 +42,20 @@ class DraftModel(Strategy):
         self.draft = None  # a CachedModel with a row per row of the batch
         self.length = {}  # per row: this request's draft length, moved by the schedule
         self.proposed = {}  # per row: tokens in its last proposal
+
+    def acceptance(self) -> list[float]:
+        """The draft's shipped acceptance by depth (specdec.auto_size)."""
+        return acceptance_of(self.draft_model)
+
+    def tune(self, costs) -> dict:
+        """gamma=auto: the chain with the best predicted speedup (specdec.auto_size) for the draft's
+        shipped acceptance and this device's costs."""
+        if self.gamma != AUTO:
+            return self.auto_sizes
+        speedups = chain_speedups(self.acceptance(), costs.verify, costs.draft_pass(self.draft_model))
+        self.gamma = best(speedups)
+        self.auto_sizes = {"gamma": self.gamma, "predicted_speedup": round(speedups[self.gamma], 3)}
+        return self.auto_sizes
 
     def begin(self, request: Request) -> None:
         draft = self.draft

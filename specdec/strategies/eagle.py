@@ -16,6 +16,7 @@ alone, rollback) is the `draft` strategy's.
 import torch
 from torch import nn
 
+from specdec.auto_size import AUTO, MAX_DEPTH, MAX_NODES, acceptance_of, best, check_size, rank_law, tree_speedups
 from specdec.drafts.public import load_eagle
 from specdec.errors import ConfigError
 from specdec.strategies.base import Proposal, Request, register
@@ -48,6 +49,24 @@ class Eagle(DraftModel):
     def draft_model(self):
         """The draft's decoder (`draft`'s loop runs it); `fc` maps its inputs."""
         return self.eagle.lm
+
+    def acceptance(self) -> list[float]:
+        return acceptance_of(self.eagle)
+
+    def tune(self, costs) -> dict:
+        """Chains: the `draft` strategy's. Trees (tree_nodes and/or gamma, its depth, auto): the tree with
+        the best predicted speedup for the draft's shipped acceptance by depth and this device's
+        costs (specdec.auto_size), a level of tree_topk nodes costing one draft pass."""
+        if self.tree_nodes is None or AUTO not in (self.gamma, self.tree_nodes):
+            return super().tune(costs)
+        chances = rank_law(self.acceptance(), self.tree_topk, MAX_DEPTH if self.gamma == AUTO else self.gamma)
+        sizes = range(1, MAX_NODES + 1) if self.tree_nodes == AUTO else [self.tree_nodes]
+        speedups = tree_speedups(chances, costs.verify, costs.draft_pass(self.draft_model, self.tree_topk), sizes)
+        self.tree_nodes = best({n: speedup for n, (speedup, _) in speedups.items()})
+        speedup, depth = speedups[self.tree_nodes]
+        self.gamma = depth if self.gamma == AUTO else self.gamma
+        self.auto_sizes = {"tree_nodes": self.tree_nodes, "gamma": self.gamma, "predicted_speedup": round(speedup, 3)}
+        return self.auto_sizes
 
     def propose_rows(self, requests: list[Request], max_tokens: list[int]) -> list[Proposal]:
         """Chains: the `draft` strategy's loop. Trees: every row's tree grows level by level, the
@@ -163,10 +182,9 @@ def cannot_enter(candidates: list, size: int, best_new: float) -> bool:
 
 
 def check_tree_options(target_model, tree_nodes, tree_topk, gamma_schedule: str, stop_below_prob: float) -> None:
-    for knob, value in (("tree_nodes", tree_nodes), ("tree_topk", tree_topk)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"strategy.{knob} must be an integer >= 1 (got {value!r}); strategy.tree_nodes=null "
-                              "drafts a chain")
+    check_size("tree_nodes", tree_nodes, "; strategy.tree_nodes=null drafts a chain")
+    if isinstance(tree_topk, bool) or not isinstance(tree_topk, int) or tree_topk < 1:
+        raise ConfigError(f"strategy.tree_topk must be an integer >= 1 (got {tree_topk!r})")
     if gamma_schedule != "constant" or stop_below_prob:
         raise ConfigError("strategy.tree_nodes drafts a tree as deep as strategy.gamma; the chain's "
                           "gamma_schedule and stop_below_prob do not apply: set strategy.gamma_schedule=constant "

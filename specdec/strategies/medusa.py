@@ -10,6 +10,7 @@ distribution) or `exact` (the target draws after every node, lossless).
 
 import torch
 
+from specdec.auto_size import AUTO, acceptance_of, best, check_size, rank_law, tree_speedups
 from specdec.errors import ConfigError
 from specdec.placement import check_head_beside_embedding
 from specdec.drafts.medusa_heads import MedusaHeads
@@ -20,6 +21,7 @@ from specdec.tree import Tree, best_tree, chain, require_tree_attention
 from specdec.verify import typical_acceptance
 
 ACCEPTANCE = ("typical", "exact")
+RANKS = 10  # top-k ranks a tree=auto of heads without measured top-k accuracies may use
 
 
 @register
@@ -42,8 +44,8 @@ class Medusa(Strategy):
         else:
             self.heads, config = load_medusa(heads, target_model)
         self.heads_config = config  # the heads' training record (medusa_config.json): default tree, accuracies
-        self.tree = Tree(self.tree_choices(tree))
-        if self.tree.depth > self.heads.num_heads:
+        self.tree = tree if tree == AUTO else Tree(self.tree_choices(tree))  # auto: set by tune
+        if tree != AUTO and self.tree.depth > self.heads.num_heads:
             raise ConfigError(f"strategy.tree is {self.tree.depth} deep but there are {self.heads.num_heads} Medusa heads")
         self.lm_head = self._lm_head(target_model, head_tokens, config)
         self.acceptance = acceptance
@@ -61,11 +63,26 @@ class Medusa(Strategy):
         if isinstance(tree, int) and not isinstance(tree, bool):
             if "topk_accuracy" not in config:
                 raise ConfigError("strategy.tree=N needs heads with measured top-k accuracies (medusa_config.json "
-                                  "'topk_accuracy', written by experiments.train_medusa): give a list of paths instead")
-            if tree < 1:
-                raise ConfigError(f"strategy.tree must have at least 1 node (got {tree})")
+                                  "'topk_accuracy', written by experiments.train_medusa): give a list of paths, "
+                                  "or strategy.tree=auto")
+            check_size("tree", tree, ", or a list of paths")
             return best_tree(config["topk_accuracy"], tree)
+        if isinstance(tree, str):
+            raise ConfigError(f"strategy.tree must be auto, null, a number of nodes or a list of paths (got {tree!r})")
         return [list(path) for path in tree]
+
+    def tune(self, costs) -> dict:
+        """tree=auto: the best tree for this device's verify costs (specdec.auto_size) and the heads'
+        measured top-k accuracies (heads without them: their acceptance by depth and the rank law)."""
+        if self.tree != AUTO:
+            return self.auto_sizes
+        chances = self.heads_config.get("topk_accuracy") or rank_law(acceptance_of(self.heads_config), RANKS,
+                                                                     self.heads.num_heads)
+        speedups = tree_speedups(chances, costs.verify)
+        nodes = best({n: speedup for n, (speedup, _) in speedups.items()})
+        self.tree = Tree(best_tree(chances, nodes))
+        self.auto_sizes = {"tree": nodes, "depth": self.tree.depth, "predicted_speedup": round(speedups[nodes][0], 3)}
+        return self.auto_sizes
 
     def _lm_head(self, target_model, head_tokens: int | None, config: dict):
         """The target's LM head, or its `head_tokens` most frequent tokens only (specdec.drafts.subset_head);

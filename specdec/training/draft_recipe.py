@@ -96,7 +96,8 @@ def train(cfg: DictConfig, accelerator: Accelerator, draft, data: list[dict], pa
     after = agreement(draft, held_out, pad, cfg.train.batch_tokens, subset)
     log.info("held-out top-1 agreement with the target: %.3f (before training %s)", after, before)
     return {"steps": progress.steps, "planned_steps": progress.planned, "train_minutes": round(progress.minutes, 1),
-            "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1_after": after}
+            "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1_after": after,
+            "acceptance_by_depth": [after]}  # auto sizes (specdec.auto_size): a draft on true tokens, alike at every depth
 
 
 def train_draft(cfg: DictConfig, evaluation: list[str]) -> dict:

@@ -144,7 +144,8 @@ def train(cfg: DictConfig, accelerator: Accelerator, draft: EagleDraft, rows, he
     after = agreement(draft, held_out, hidden, subset, unroll, cfg.train.batch_tokens)
     log.info("held-out top-1 agreement per drafted position: %s (before training %s)", after, before)
     return {"steps": progress.steps, "planned_steps": progress.planned, "train_minutes": round(progress.minutes, 1),
-            "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1": after}
+            "held_out_sequences": len(held_out), "held_out_top1_before": before, "held_out_top1": after,
+            "acceptance_by_depth": after}  # auto sizes (specdec.auto_size): agreement at each depth
 
 
 def train_eagle(cfg: DictConfig, evaluation: list[str]) -> dict:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from omegaconf import DictConfig
 
+from specdec.auto_size import best, tree_speedups
 from specdec.drafts.medusa_heads import MedusaHeads, save_medusa_heads
 from specdec.drafts.assets import frequent_token_head, save_token_frequencies
 from specdec.runtime.prepare import prepare
@@ -114,18 +115,12 @@ def train(cfg: DictConfig, accelerator: Accelerator, heads: MedusaHeads, subset:
 
 
 def default_tree(topk_accuracy: list[list[float]], verify_ms: dict[int, float], max_nodes: int) -> dict:
-    """The tree size up to `max_nodes` with the most tokens per millisecond: expected tokens per step
-    of the best tree of each size over `verify_ms[k]`, the measured cost of a target pass over k tokens
-    (that many nodes plus the root)."""
-    speeds = {}
-    for size in range(1, max_nodes + 1):
-        tree = best_tree(topk_accuracy, size)
-        chances = [torch.tensor([topk_accuracy[d][r] for d, r in enumerate(path)]).prod().item() for path in tree]
-        speeds[size] = (1 + sum(chances)) / verify_ms[size + 1]
-    size = max(speeds, key=speeds.get)
-    decode_per_ms = 1 / verify_ms[1]
+    """The tree size up to `max_nodes` with the best predicted speedup (specdec.auto_size, as tree=auto
+    picks one) for `verify_ms[k]`, the measured cost of a target pass over k tokens on this machine."""
+    speedups = tree_speedups(topk_accuracy, lambda k: verify_ms[k] / verify_ms[1], sizes=range(1, max_nodes + 1))
+    size = best({n: speedup for n, (speedup, _) in speedups.items()})
     return {"default_tree": best_tree(topk_accuracy, size),
-            "tree_choice": {"nodes": size, "predicted_speedup": {n: round(s / decode_per_ms, 3) for n, s in speeds.items()},
+            "tree_choice": {"nodes": size, "predicted_speedup": {n: round(s, 3) for n, (s, _) in speedups.items()},
                             "verify_ms": {k: round(v, 2) for k, v in verify_ms.items()}}}
 
 
@@ -161,6 +156,7 @@ def train_medusa(cfg: DictConfig, evaluation: list[str],
     verify_ms = time_verify(prepare(target), cfg.tree.context_tokens, cfg.tree.max_nodes + 1)
     meta = {**training_record(cfg, data, data_hash, data_minutes, results),
             "held_out_top1_before": before["top1"], "held_out_top1": after["top1"], "held_out_top5": after["top5"],
+            "acceptance_by_depth": after["top1"],  # auto sizes (specdec.auto_size)
             "topk_accuracy": after["topk_accuracy"], **default_tree(after["topk_accuracy"], verify_ms, cfg.tree.max_nodes)}
     if accelerator.is_main_process:
         save_medusa_heads(heads, out, meta)
