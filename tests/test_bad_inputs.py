@@ -141,10 +141,6 @@ CACHE_BENCH_ROWS = [  # overrides of `python -m experiments.cache_bench model=ti
 ]
 PROFILE_STEP_ROWS = [  # overrides of `python -m experiments.profile_step model=tiny-random`
     ("host_step_repeats=1", "host_step_repeats 0 or >= 2"),
-    ("host_step_repeats=-3", "host_step_repeats 0 or >= 2"),
-    ("repeats=1", "repeats >= 2"),
-    ("verify_tokens=[]", "verify_tokens a non-empty list of integers >= 1"),
-    ("context_tokens=0", "context_tokens >= 1"),
 ]
 BATCH_SWEEP_ROWS = [  # overrides of `python -m experiments.batch_sweep model=tiny-random`
     ("batch_sizes=[]", "batch_sizes must be a non-empty list of integers >= 1 (got []): e.g. batch_sizes=[1,2,4,8]"),

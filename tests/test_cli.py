@@ -194,10 +194,10 @@ def test_train_draft_trains_exports_and_resumes(tmp_path, run):
 
 
 def train_resume_and_run(run, tmp_path, strategy: str, args: list[str], out, config_file: str, weights_file: str,
-                         option: str, fresh: bool) -> tuple[dict, dict]:
+                         option: str, fresh: bool, *settings: str) -> tuple[dict, dict]:
     """`experiments.train_<strategy>` end to end: train and export to `out` (its record, its weights
     and token frequencies), rerun to resume, then `strategy=<strategy>` with the exported files
-    (`strategy.<option>=out`) on 2 prompts: (the training record, the strategy's summary)."""
+    (`strategy.<option>=out`, and `settings`) on 2 prompts: (the training record, the strategy's summary)."""
     run(*args, module=f"experiments.train_{strategy}", fresh=fresh)
     meta = json.loads((out / config_file).read_text())
     assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
@@ -205,7 +205,7 @@ def train_resume_and_run(run, tmp_path, strategy: str, args: list[str], out, con
     again = run(*args, module=f"experiments.train_{strategy}")
     assert "resumed from" in again.stdout + again.stderr
     run(f"strategy={strategy}", f"strategy.{option}={out}", "strategy.head_tokens=100", "dataset.limit=2",
-        "generation.max_new_tokens=10", f"hydra.run.dir={tmp_path / 'eval'}")
+        "generation.max_new_tokens=10", f"hydra.run.dir={tmp_path / 'eval'}", *settings)
     return meta, json.loads((tmp_path / "eval" / "summary.json").read_text())[strategy]
 
 
@@ -215,7 +215,7 @@ def test_train_medusa_trains_exports_resumes_and_runs(tmp_path, run):
             "train.head_tokens=200", "tree.max_nodes=4", "tree.context_tokens=16",
             f"work_dir={tmp_path / 'work'}", f"out_dir={tmp_path / 'heads'}", f"hydra.run.dir={tmp_path / 'run'}"]
     meta, summary = train_resume_and_run(run, tmp_path, "medusa", args, tmp_path / "heads", "medusa_config.json",
-                                         "medusa_heads.safetensors", "heads", fresh=True)
+                                         "medusa_heads.safetensors", "heads", True, "strategy.tree=null")  # its default tree
     assert meta["data_sequences"] == 2 * (2 + 16)  # two seeds, as the EAGLE draft's
     assert len(meta["held_out_top1"]) == len(meta["held_out_top5"]) == len(meta["topk_accuracy"]) == 3
     assert 1 <= len(meta["default_tree"]) <= 4 and meta["tree_choice"]["nodes"] == len(meta["default_tree"])
