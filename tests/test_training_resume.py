@@ -161,22 +161,22 @@ def test_unreadable_features_are_computed_again(tmp_path, caplog):
 def test_answers_a_killed_run_was_saving_are_answered_again(tmp_path, caplog):
     """A run killed while it saved a batch leaves that shard cut short (<index>.partial) and
     the shards before it whole: a rerun reads those, answers only the cut batch, and the answers
-    end as an uninterrupted run's (greedy), with the same data hash."""
+    end as an uninterrupted run's (sampled: each batch from its own seed), with the same data hash."""
     model, tokenizer = tiny("llama"), byte_tokenizer()
     cfg = OmegaConf.create({"seed": 0, "data": {"batch_size": 2, "max_new_tokens": 4, "temperature": 0.7}})
     prompts = [{"id": f"p{i}", "category": "test", "input_ids": [5 + i, 9, 13 + i]} for i in range(5)]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     store = AnswerStore(whole)
-    answer(prompts, cfg, model, tokenizer, store, sampled_share=0.0)
+    answer(prompts, cfg, model, tokenizer, store, sampled_share=1.0)
     assert store.added == 5 and len(list((whole / "answers.parts").iterdir())) == 3  # a shard per batch
     store.finish()
     assert not (whole / "answers.parts").exists() and [r["id"] for r in load_from_disk(str(whole / "answers"))] == [
         "p0", "p1", "p2", "p3", "p4"]
-    answer(prompts[:4], cfg, model, tokenizer, AnswerStore(cut), sampled_share=0.0)
+    answer(prompts[:4], cfg, model, tokenizer, AnswerStore(cut), sampled_share=1.0)
     (cut / "answers.parts" / "000001").rename(cut / "answers.parts" / "000001.partial")  # killed mid-save
     resumed = AnswerStore(cut)
     assert sorted(resumed.done) == ["p0", "p1"]
-    answer(prompts, cfg, model, tokenizer, resumed, sampled_share=0.0)
+    answer(prompts, cfg, model, tokenizer, resumed, sampled_share=1.0)
     assert resumed.added == 3 and sorted(p.name for p in (cut / "answers.parts").iterdir()) == ["000000", "000001", "000002"]
     resumed.finish()
     assert load_from_disk(str(cut / "answers")).to_list() == load_from_disk(str(whole / "answers")).to_list()
@@ -184,6 +184,6 @@ def test_answers_a_killed_run_was_saving_are_answered_again(tmp_path, caplog):
         json.dumps({key: resumed.done[p["id"]][key] for key in ("id", "category", "sampled", "prompt_ids", "answer_ids")
                     }).encode() + b"\n" for p in prompts)).hexdigest()
     again = AnswerStore(cut)  # a finished directory: every row read back, nothing to answer or save
-    answer(prompts, cfg, model, tokenizer, again, sampled_share=0.0)
+    answer(prompts, cfg, model, tokenizer, again, sampled_share=1.0)
     again.finish()
     assert again.added == 0 and not (cut / "answers.parts").exists() and list(again.done) == list(resumed.done)

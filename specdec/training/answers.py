@@ -15,6 +15,7 @@ import copy
 import logging
 import random
 import time
+import zlib
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -104,7 +105,9 @@ def answer(prompts: list[dict], cfg: DictConfig, model, tokenizer, store: Answer
            temperature: float | None = None, states: dict | None = None) -> None:
     """Batched answers by `model` (answering_model's) to the prompts `store` lacks (their "prompt"
     in a user turn, or their "input_ids" as given), added to it batch by batch; a
-    `sampled_share` of them sampled at `temperature` (default data.temperature), the rest greedy.
+    `sampled_share` of them sampled at `temperature` (default data.temperature), the rest greedy;
+    each batch samples from its own seed (data seed and first prompt id): a resumed run, which
+    answers the same batches less those saved, draws the same answers as an uninterrupted one.
     With `states`, its last hidden states over each answered sequence are kept in it by prompt
     id (specdec.training.batch_answers)."""
     rng = random.Random(cfg.seed)
@@ -120,7 +123,8 @@ def answer(prompts: list[dict], cfg: DictConfig, model, tokenizer, store: Answer
             batch = todo[start : start + cfg.data.batch_size]
             sampled = batch[0]["sampled"]  # batches never mix: sorted by (sampled, length)
             answers = generate_batch(model, [p["input_ids"] for p in batch], cfg.data.max_new_tokens, eos, pad,
-                                     (temperature or cfg.data.temperature) if sampled else None, states is not None)
+                                     (temperature or cfg.data.temperature) if sampled else None, states is not None,
+                                     seed=zlib.crc32(f"{cfg.seed}/{batch[0]['id']}".encode()))
             store.add([{"id": p["id"], "category": p["category"], "sampled": sampled, "prompt_ids": p["input_ids"],
                         "answer_ids": tokens} for p, (tokens, _) in zip(batch, answers)])
             if states is not None:
