@@ -6,6 +6,7 @@ was saving are answered again."""
 import hashlib
 import json
 import logging
+import random
 
 import pytest
 import torch
@@ -187,3 +188,17 @@ def test_answers_a_killed_run_was_saving_are_answered_again(tmp_path, caplog):
     answer(prompts, cfg, model, tokenizer, again, sampled_share=1.0)
     again.finish()
     assert again.added == 0 and not (cut / "answers.parts").exists() and list(again.done) == list(resumed.done)
+
+
+def test_a_batch_is_all_greedy_or_all_sampled(tmp_path):
+    """Where the greedy prompts do not fill their last batch, the sampled ones start a new one
+    (before, a batch took the first prompt's kind, and sampled prompts after it were answered greedily)."""
+    model, tokenizer = tiny("llama"), byte_tokenizer()
+    cfg = OmegaConf.create({"seed": 0, "data": {"batch_size": 4, "max_new_tokens": 4, "temperature": 0.7}})
+    prompts = [{"id": f"p{i}", "category": "test", "input_ids": [5 + i, 9, 13 + i]} for i in range(10)]
+    store = AnswerStore(tmp_path)
+    answer(prompts, cfg, model, tokenizer, store, sampled_share=0.5)
+    drawn = random.Random(0)
+    assert {p["id"]: drawn.random() < 0.5 for p in prompts} == {i: row["sampled"] for i, row in store.done.items()}
+    kinds = [set(load_from_disk(str(shard))["sampled"]) for shard in sorted((tmp_path / "answers.parts").iterdir())]
+    assert kinds == [{False}, {False}, {True}, {True}]  # 5 greedy, 5 sampled: 4 + 1 and 4 + 1 (not 4, 1 + 3, 2)

@@ -115,13 +115,15 @@ def answer(prompts: list[dict], cfg: DictConfig, model, tokenizer, store: Answer
         if "input_ids" not in p:
             p["input_ids"] = encode(tokenizer, [{"role": "user", "content": p["prompt"]}])
         p["sampled"] = rng.random() < sampled_share
-    todo = sorted((p for p in prompts if p["id"] not in store.done), key=lambda p: (p["sampled"], len(p["input_ids"])))
+    size, todo, batches = cfg.data.batch_size, [p for p in prompts if p["id"] not in store.done], []
+    for kind in (False, True):  # greedy, then sampled: a batch is all one kind, of similar lengths
+        group = sorted((p for p in todo if p["sampled"] == kind), key=lambda p: len(p["input_ids"]))
+        batches += [group[start : start + size] for start in range(0, len(group), size)]
     eos = eos_ids_of(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
     with tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="answering", unit="prompt") as bar:
-        for start in range(0, len(todo), cfg.data.batch_size):
-            batch = todo[start : start + cfg.data.batch_size]
-            sampled = batch[0]["sampled"]  # batches never mix: sorted by (sampled, length)
+        for batch in batches:
+            sampled = batch[0]["sampled"]
             answers = generate_batch(model, [p["input_ids"] for p in batch], cfg.data.max_new_tokens, eos, pad,
                                      (temperature or cfg.data.temperature) if sampled else None, states is not None,
                                      seed=zlib.crc32(f"{cfg.seed}/{batch[0]['id']}".encode()))
