@@ -4,10 +4,9 @@ directories, the whole recipe (answers, features, training, export) runs, the ex
 loads, decodes exactly the baseline's tokens, and has more of its tokens accepted than a
 random draft of the same shape."""
 
-import json
-
 import pytest
 from conftest import random_eagle, train_config
+from datasets import load_from_disk
 
 from specdec import GenerationConfig
 from specdec.decoding import Decoder
@@ -44,7 +43,7 @@ def test_train_eagle_trains_a_lossless_draft_for_any_target(arch, tmp_path):
     meta = train_eagle(cfg, [])
     assert meta["target"] == str(tmp_path / "target") and meta["steps"] == meta["planned_steps"] > 0
     draft, _ = load_eagle_draft(tmp_path / "draft", target)
-    rows = [json.loads(line) for line in (tmp_path / "work" / "seed-0" / "data.jsonl").read_text().splitlines()]
+    rows = load_from_disk(str(tmp_path / "work" / "seed-0" / "answers")).to_list()
     prompts = [r["prompt_ids"] for r in rows[:6]]
     trained, lossless = acceptance(target, draft, prompts)
     random, random_lossless = acceptance(target, random_eagle(target, 0), prompts)

@@ -184,9 +184,10 @@ def test_train_draft_trains_exports_and_resumes(tmp_path, run):
     assert meta["steps"] == meta["planned_steps"] > 0 and len(meta["data_sha256"]) == 64
     assert meta["data_sequences"] == 4 + 24 and meta["held_out_top1_after"] is not None
     assert {"config.json", "model.safetensors", "tokens_by_frequency.json"} <= {p.name for p in (tmp_path / "draft").iterdir()}
-    data = (tmp_path / "work" / "data.jsonl").read_text()
+    answers = tmp_path / "work" / "answers"
+    data = {p.name: p.read_bytes() for p in answers.iterdir()}
     again = run(*args, module="experiments.train_draft")  # resumes: no prompt answered twice, no step retrained
-    assert (tmp_path / "work" / "data.jsonl").read_text() == data
+    assert {p.name: p.read_bytes() for p in answers.iterdir()} == data and not (tmp_path / "work" / "answers.parts").exists()
     assert "resumed from" in again.stdout + again.stderr
     run("dataset.limit=2", "generation.max_new_tokens=8", f"draft.name_or_path={tmp_path / 'draft'}",
         "draft.head_tokens=64", f"hydra.run.dir={tmp_path / 'eval'}")

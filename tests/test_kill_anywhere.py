@@ -7,6 +7,7 @@ import json
 import random
 import time
 
+from datasets import load_from_disk
 from killing import ForkLauncher, kill_and_resume
 
 TINY = ["model=tiny-random", "dataset.limit=3", "generation.max_new_tokens=8", "runtime.warmup=0", "runtime.threads=1"]
@@ -87,8 +88,8 @@ def test_killed_draft_training_resumes_to_the_same_draft(tmp_path):
     def weights(name: str) -> bytes:
         return (tmp_path / name / "draft" / "model.safetensors").read_bytes()
 
-    def answers(name: str) -> list[str]:
-        return (tmp_path / name / "work" / "data.jsonl").read_text().splitlines()
+    def answers(name: str) -> list[dict]:
+        return load_from_disk(str(tmp_path / name / "work" / "answers")).to_list()
 
     log = tmp_path / "train_draft.log"
     landed, rounds = 0, 0

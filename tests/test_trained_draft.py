@@ -21,6 +21,7 @@ from specdec.strategies import create_strategy
 from specdec.drafts.subset_head import SubsetHead
 from specdec.tiny import byte_tokenizer
 from specdec.training import answers
+from specdec.training.answer_store import AnswerStore
 from specdec.training.dtypes import cpu_dtype
 from specdec.training.prompts_corpus import check_disjoint, evaluation_spans, passage_prompts, training_prompts
 
@@ -134,11 +135,10 @@ def test_data_time_of_an_interrupted_run_is_kept_for_the_resumed_one(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         answers.answered_prompts(None, None, None, [], tmp_path)
     first = float((tmp_path / "data_seconds.txt").read_text())
-    monkeypatch.setattr(answers, "generate_data", lambda *_: ["row"])
-    data, minutes = answers.answered_prompts(None, None, None, [], tmp_path)
-    assert data == ["row"] and minutes * 60 >= first > 0
+    row = {"id": "p", "category": "test", "sampled": False, "prompt_ids": [1], "answer_ids": [2]}
+    monkeypatch.setattr(answers, "generate_data", lambda cfg, target, tokenizer, evaluation, store, states: store.add([row]))
+    assert answers.answered_prompts(None, None, None, [], tmp_path)[1] * 60 > first > 0
     # a rerun that finds every answer on disk only reads them: its time does not count
-    (tmp_path / "data.jsonl").write_text("{}\n")
     answered = float((tmp_path / "data_seconds.txt").read_text())
     monkeypatch.setattr(answers, "generate_data", lambda *_: time.sleep(0.01) or ["row"])
     assert answers.answered_prompts(None, None, None, [], tmp_path)[1] * 60 == pytest.approx(answered)  # x / 60 * 60 may round
@@ -154,19 +154,19 @@ def test_self_written_prompts_come_from_the_user_turn_and_keep_only_finished_new
     texts = ["How do I keep my bike chain clean?", "An unfinished request with no end", "Too short", evaluation]
     seen = {}
 
-    def fake_answer(prompts, cfg, target, tok, done, path, sampled_share, temperature=None):
+    def fake_answer(prompts, cfg, target, tok, store, sampled_share, temperature=None):
         seen.update(ids=[p["input_ids"] for p in prompts], share=sampled_share)
         for p, text in zip(prompts, texts):
-            done[p["id"]] = {"answer_ids": tok.encode(text) + ([] if "unfinished" in text else [eos])}
+            store.done[p["id"]] = {"answer_ids": tok.encode(text) + ([] if "unfinished" in text else [eos])}
 
     monkeypatch.setattr(answers, "answer", fake_answer)
     cfg = OmegaConf.create({"data": {"self_written": 4}})
     with caplog.at_level(logging.WARNING):
-        assert answers.self_written_prompts(cfg, model, tokenizer, {}, tmp_path, set()) == []
+        assert answers.self_written_prompts(cfg, model, tokenizer, AnswerStore(tmp_path), set()) == []
     assert "no chat template" in caplog.text and not seen
     tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>"
     spans = evaluation_spans([evaluation])
-    prompts = answers.self_written_prompts(cfg, model, tokenizer, {}, tmp_path, spans)
+    prompts = answers.self_written_prompts(cfg, model, tokenizer, AnswerStore(tmp_path), spans)
     assert [tokenizer.decode(ids) for ids in seen["ids"]] == ["<user>"] * 4 and seen["share"] == 1.0
     assert [p["prompt"] for p in prompts] == [texts[0]] and prompts[0]["category"] == "self-written"
 

@@ -14,12 +14,15 @@ from specdec.runtime.cached_model import cache_argument
 
 @torch.inference_mode()
 def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: set[int], pad: int,
-                   temperature: float | None = None, keep_states: bool = False
+                   temperature: float | None = None, keep_states: bool = False, seed: int = 0
                    ) -> list[tuple[list[int], torch.Tensor | None]]:
     """Per prompt, its answer (up to and including its first EOS, at most `max_new_tokens`),
-    greedy or sampled at `temperature` from torch's global generator, and with `keep_states` the
-    last hidden state (bf16) at every position of prompt + answer, as one pass over it computes."""
+    greedy or sampled at `temperature` from a generator seeded with `seed` (the batch's answers
+    do not depend on what was sampled before it: a resumed run draws the same ones), and with
+    `keep_states` the last hidden state (bf16) at every position of prompt + answer, as one pass
+    over it computes."""
     device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
     width = max(map(len, prompts))
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
@@ -42,7 +45,7 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: se
             if temperature is None:
                 chosen = logits.argmax(-1)
             else:
-                chosen = torch.multinomial((logits / temperature).softmax(-1), 1)[:, 0]
+                chosen = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator)[:, 0]
             chosen = chosen.masked_fill(done, pad)
             answers.append(chosen)
             done |= torch.isin(chosen, eos_ids)

@@ -1,7 +1,8 @@
 """The trained draft: a small draft model distilled from the target on any device
 (`python -m experiments.train_draft`, configs/train_draft.yaml; the loop: specdec.training.optim).
 
-1. data: the target's own answers (specdec.training.answers), saved as work_dir/data.jsonl.
+1. data: the target's own answers (specdec.training.answers), saved as a datasets.Dataset in
+   work_dir/answers (specdec.training.answer_store).
 2. draft: the target's config with len(`train.init_layers`) decoder layers, initialized from
    those target layers; it shares (and never changes) the target's embedding and tied LM
    head, so only its layers and final norm are trained and shipped.
@@ -30,11 +31,12 @@ from specdec.drafts.assets import frequent_token_head, save_token_frequencies
 from specdec.drafts.draft_model import new_draft, save_trained_draft
 from specdec.drafts.subset_head import SubsetHead
 from specdec.training.accelerator import trainer_accelerator
+from specdec.training.answer_store import data_digest
 from specdec.training.answers import answered_prompts
 from specdec.training.batches import batches, held_out_ids
 from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
-from specdec.training.record import data_digest, training_record
+from specdec.training.record import training_record
 from specdec.training.settings import check_settings, check_target_layers
 from specdec.training.target import frozen_target
 
@@ -117,7 +119,7 @@ def train_draft(cfg: DictConfig, evaluation: list[str]) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     weight = target.get_output_embeddings().weight
     subset = frequent_token_head(weight, out, cfg.train.head_tokens) if cfg.train.head_tokens else None
-    data_hash = data_digest([work / "data.jsonl"])
+    data_hash = data_digest([work])
     results = train(cfg, accelerator, draft, data, pad, work, subset, data_hash)
     meta = training_record(cfg, data, data_hash, data_minutes, results)
     if accelerator.is_main_process:

@@ -39,10 +39,11 @@ from specdec.drafts.assets import frequent_token_head, save_token_frequencies
 from specdec.drafts.subset_head import SubsetHead
 from specdec.training.batches import batches, held_out_ids, sequence
 from specdec.training.accelerator import trainer_accelerator
+from specdec.training.answer_store import data_digest
 from specdec.training.features import seed_dirs, seeded_data
 from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
-from specdec.training.record import data_digest, training_record
+from specdec.training.record import training_record
 from specdec.training.settings import check_settings, check_target_layers
 from specdec.training.target import frozen_target
 
@@ -166,7 +167,7 @@ def train_eagle(cfg: DictConfig, evaluation: list[str]) -> dict:
     rows = [r for r in data if r["id"] not in held_ids]
     subset = frequent_token_head(target.get_output_embeddings().weight, out, cfg.train.head_tokens)
     draft = new_eagle_draft(target, cfg.train.init_layer, cfg.train.num_layers).to(accelerator.device)
-    data_hash = data_digest([d / "data.jsonl" for d in seed_dirs(cfg, work).values()])
+    data_hash = data_digest(list(seed_dirs(cfg, work).values()))
     held_out = [r for r in data if r["id"] in held_ids]
     results = train(cfg, accelerator, draft, rows, held_out, hidden, subset, work, data_hash)
     meta = training_record(cfg, data, data_hash, data_minutes, results)

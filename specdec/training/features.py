@@ -5,26 +5,23 @@ Most come free with the answers (specdec.training.batch_answers keeps them while
 answers); the rest (sequences answered before a resume) are computed here with
 `datasets.Dataset.map(batched=True)` on the target's device. They are stored as a
 `datasets.Dataset` on disk (Arrow: the row id, and the states as bf16 bits in an int16 array),
-saved whole under another name and then swapped in, so a rerun computes only what is missing
-(a stored one that cannot be read is recomputed, with a warning: it holds nothing but the
-target's states). Each seed in `data.seeds` draws its own passages and prompts (seeded_data):
+saved whole and swapped in (specdec.training.saved_datasets), so a rerun computes only what is
+missing. Each seed in `data.seeds` draws its own passages and prompts (seeded_data):
 more data, answered in work_dir/seed-N, so the EAGLE draft and the Medusa heads can train on
 the same files.
 """
 
-import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Array2D, Dataset, Features, Value, concatenate_datasets, load_from_disk
+from datasets import Array2D, Dataset, Features, Value, concatenate_datasets
 from omegaconf import DictConfig
 
 from specdec.training.answers import answered_prompts
 from specdec.training.batches import sequence
+from specdec.training.saved_datasets import load_saved, save_whole
 
-log = logging.getLogger(__name__)
 FEATURES = "features"  # in each data directory: a datasets.Dataset saved to disk
 
 
@@ -34,7 +31,7 @@ def features(rows: list[dict], target, path: Path, known: dict | None = None,
     bf16, in the order of `rows`: those `known` (kept while answering), the others computed by a
     batched map over the sequences (right-padded, sorted by length; causal: padding never leaks).
     Kept in the dataset at `path` by row id: a rerun computes only the rows added since."""
-    kept, known = stored_features(path), {str(k): v for k, v in (known or {}).items()}
+    kept, known = load_saved(path), {str(k): v for k, v in (known or {}).items()}
     stored = set(kept["id"]) if kept is not None else set()
     missing = sorted((r for r in rows if str(r["id"]) not in stored), key=lambda r: len(sequence(r)))
     if missing:
@@ -68,34 +65,6 @@ def target_states(batch: dict, target, known: dict) -> dict:
     return {"hidden": states}
 
 
-def save_whole(dataset: Dataset, path: Path) -> None:
-    """save_to_disk into <path>.partial, then swapped in: a reader finds the old dataset or the new one."""
-    partial, old = path.with_name(path.name + ".partial"), path.with_name(path.name + ".old")
-    for leftover in (partial, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    dataset.save_to_disk(str(partial))
-    if path.exists():
-        path.rename(old)
-    partial.rename(path)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def stored_features(path: Path) -> Dataset | None:
-    """The features dataset at `path` (or <path>.old, where a swap was cut short): none if it is
-    missing or unreadable (torn or damaged)."""
-    found = next((p for p in (path, path.with_name(path.name + ".old")) if p.exists()), None)
-    if found is None:
-        return None
-    try:
-        return load_from_disk(str(found), keep_in_memory=True)
-    except Exception as e:  # datasets and pyarrow raise many types for a damaged folder
-        log.warning("cannot read %s (%s): computing its features again", found,
-                    str(e).splitlines()[0] if str(e) else e.__class__.__name__)
-        return None
-
-
 def seeded_data(cfg: DictConfig, target, tokenizer, evaluation: list[str], work: Path
                 ) -> tuple[list[dict], list[torch.Tensor], float]:
     """One data set per seed in data.seeds (the recipe's passages and prompts drawn with that seed,
@@ -113,7 +82,6 @@ def seeded_data(cfg: DictConfig, target, tokenizer, evaluation: list[str], work:
             row["id"] = f"{seed}/{row['id']}"
         data, hidden, minutes = data + rows, hidden + states, minutes + spent
     return data, hidden, minutes
-
 
 
 def seed_dirs(cfg: DictConfig, work: Path) -> dict[int, Path]:

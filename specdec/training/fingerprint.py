@@ -21,6 +21,8 @@ from specdec.code_version import git_commit
 from specdec.errors import ConfigError
 from specdec.fingerprint import differences, flat
 from specdec.io import atomic_write_text
+from specdec.training.answer_store import ANSWERS, PARTS
+from specdec.training.features import FEATURES
 
 SECTIONS = ("model", "seed", "data", "train", "heads")  # what a trainer's results depend on
 RESUMABLE = ("train.time_budget_min", "train.checkpoint_every")  # a rerun may change these and resume
@@ -43,7 +45,7 @@ def check_work_dir(cfg: DictConfig, checkpoint: Path, data_dirs: dict[int, Path]
         directory.mkdir(parents=True, exist_ok=True)
         data = settings(cfg, ("model", "data"), code) | {"seed": seed}
         data.pop("data.seeds", None)  # one directory holds one seed's data
-        guard(directory / "data_fingerprint.json", data, [directory / "data.jsonl", directory / "features"],
+        guard(directory / "data_fingerprint.json", data, [directory / ANSWERS, directory / PARTS, directory / FEATURES],
               f"use a new work_dir, or delete {directory} to answer again")
     trained = {k: v for k, v in settings(cfg, SECTIONS, code).items() if k not in RESUMABLE} | {"processes": processes}
     guard(checkpoint.with_name(f"{checkpoint.stem}_fingerprint.json"), trained,

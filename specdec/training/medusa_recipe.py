@@ -33,11 +33,12 @@ from specdec.drafts.assets import frequent_token_head, save_token_frequencies
 from specdec.runtime.prepare import prepare
 from specdec.drafts.subset_head import SubsetHead
 from specdec.training.accelerator import trainer_accelerator
+from specdec.training.answer_store import data_digest
 from specdec.training.batches import held_out_ids, sequence
 from specdec.training.features import seed_dirs, seeded_data
 from specdec.training.fingerprint import check_work_dir
 from specdec.training.optim import optimize
-from specdec.training.record import data_digest, training_record
+from specdec.training.record import training_record
 from specdec.training.settings import check_settings
 from specdec.training.target import frozen_target
 from specdec.tree import best_tree
@@ -148,7 +149,7 @@ def train_medusa(cfg: DictConfig, evaluation: list[str],
     heads = MedusaHeads(config.hidden_size, config.vocab_size, cfg.heads.num_heads, cfg.heads.num_layers,
                         shared_lm_head=True).to(accelerator.device)
     before = accuracy(heads, subset, held_hidden, held_labels)
-    data_hash = data_digest([d / "data.jsonl" for d in seed_dirs(cfg, work).values()])
+    data_hash = data_digest(list(seed_dirs(cfg, work).values()))
     results = train(cfg, accelerator, heads, subset, hidden, labels, work, data_hash)
     after = accuracy(heads, subset, held_hidden, held_labels)
     log.info("held-out top-1 per head %s (before %s), top-5 %s", after["top1"], before["top1"], after["top5"])
