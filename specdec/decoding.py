@@ -20,6 +20,7 @@ import torch
 
 from specdec.batch import Batch, Slot, check_batch_size
 from specdec.runtime.cached_model import CachedModel
+from specdec.runtime.prepare import check_static_cache
 from specdec.runtime.timing import sync
 from specdec.runtime.verify_cost import DeviceCosts
 from specdec.errors import ConfigError, is_int, is_number
@@ -94,9 +95,7 @@ class Decoder:
 
     def __init__(self, target_model, strategy: Strategy, tokenizer=None, eos_token_ids=None,
                  prefix_cache: PrefixCache | None = None, kv_cache: str = "preallocated", max_length: int | None = None):
-        if getattr(target_model, "static_steps", None) and kv_cache != "static":
-            raise ConfigError(f"runtime.{target_model.static_steps}=true needs runtime.kv_cache=static (fixed shapes; "
-                              f"over the {kv_cache} cache every step would compile again)")
+        check_static_cache(getattr(target_model, "static_steps", None), kv_cache)
         self.target_model = target_model
         self.targets = {1: CachedModel(target_model, kv_cache, keep_hidden=kept_hidden(strategy), max_length=max_length)}
         self.kv_cache, self.max_length = kv_cache, max_length

@@ -52,12 +52,17 @@ class Runtime:
 
 def check_static(runtime: Runtime, kv_cache: str, device: torch.device) -> None:
     """ConfigError, before any model loads, for compiled or captured steps that cannot run."""
-    if runtime.static_steps and kv_cache != "static":
-        raise ConfigError(f"runtime.{runtime.static_steps}=true needs runtime.kv_cache=static (fixed shapes; over "
-                          f"the {kv_cache} cache every step would compile again)")
+    check_static_cache(runtime.static_steps, kv_cache)
     if runtime.cuda_graphs and device.type != "cuda":
         raise ConfigError(f"runtime.cuda_graphs=true needs a CUDA device (this run's is {device.type}): use "
                           "runtime.compile=true here")
+
+
+def check_static_cache(static_steps: str | None, kv_cache: str) -> None:
+    """Compiled or captured steps (a prepared model's `static_steps`) need the static cache's fixed shapes."""
+    if static_steps and kv_cache != "static":
+        raise ConfigError(f"runtime.{static_steps}=true needs runtime.kv_cache=static (fixed shapes; over "
+                          f"the {kv_cache} cache every step would compile again)")
 
 
 def prepare(module: nn.Module, runtime: Runtime = Runtime()) -> nn.Module:
