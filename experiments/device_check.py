@@ -16,8 +16,6 @@ It writes device_check.json and prints a table. `quick=true` runs the same code 
 random model with few prompts and tokens: under a minute on a CPU, and CI runs it.
 """
 
-import statistics
-import time
 from pathlib import Path
 
 import hydra
@@ -29,38 +27,25 @@ from omegaconf import DictConfig, open_dict
 from experiments.bench import matrix_strategies
 from experiments.divergence import run_mismatches
 from experiments.entry_point import measure_and_report
+from experiments.host_overhead import hf_generator, per_token_timer
 from experiments.provenance import environment
 from experiments.run import experiment_prompts, run_experiment
 from experiments.summary import strategy_entries
 from experiments.table import markdown
 from experiments.validate import POSITIVE_INT, check_value
 from specdec.chat import encode
-from specdec.decoding import sync
 from specdec.errors import ConfigError
 from specdec.models import load_model, resolve_device, resolve_dtype
 from specdec.runtime.cached_model import CachedModel
 from specdec.runtime.prepare import Runtime, prepare
 from specdec.runtime.static_cache import BUCKETS
-from specdec.runtime.timing import step_timer
+from specdec.runtime.timing import median_ms, step_timer
 
 # what quick=true sets, over the command line's own overrides
 QUICK = ["model=tiny-random", "dataset.limit=3", "generation.max_new_tokens=12", "context_tokens=32",
          "verify_tokens=[1,2,4,8]", "repeats=3", "warmup=1", "runtime.warmup=1",
          "matrix=[{name:draft},{name:prompt_lookup}]"]
 E2E_COLUMNS = ["strategy", "dtype", "tokens_per_s", "speedup", "mean_accepted", "match_baseline"]
-
-
-def generate_step_timer(model, prompt: torch.Tensor, steps: int, **options):
-    """A function timing transformers' generate per new token: `steps` + 1 tokens minus one."""
-    def generate(tokens: int) -> float:
-        sync(prompt.device)
-        start = time.perf_counter()
-        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, min_new_tokens=tokens,
-                       do_sample=False, pad_token_id=0, **options)
-        sync(prompt.device)
-        return time.perf_counter() - start
-
-    return lambda: (generate(steps + 1) - generate(1)) / steps
 
 
 def step_costs(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> dict:
@@ -79,17 +64,11 @@ def step_costs(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> dic
         ours.forward(context)
         timers.update({(name, k): step_timer(ours, k, cfg.context_tokens) for k in cfg.verify_tokens})
     prompt = context[None]
-    timers["hf", "eager"] = generate_step_timer(stock, prompt, cfg.hf_steps)
+    timers["hf", "eager"] = per_token_timer(hf_generator(stock, prompt), device, 1, cfg.hf_steps + 1)
     if cfg.hf_compile:
-        timers["hf", "static_compiled"] = generate_step_timer(stock, prompt, cfg.hf_steps, cache_implementation="static")
-    for timer in timers.values():
-        for _ in range(cfg.warmup):
-            timer()
-    samples = {key: [] for key in timers}
-    for _ in range(cfg.repeats):
-        for key, timer in timers.items():
-            samples[key].append(timer())
-    ms = {key: round(1000 * statistics.median(values), 3) for key, values in samples.items()}
+        timers["hf", "static_compiled"] = per_token_timer(hf_generator(stock, prompt, cache_implementation="static"),
+                                                          device, 1, cfg.hf_steps + 1)
+    ms = {key: round(value, 3) for key, value in median_ms(timers, cfg.repeats, cfg.warmup).items()}
     missing = {"cuda_graphs": None} if "cuda_graphs" not in variants else {}
     return {
         "decode_ms": {name: ms[name, 1] for name in variants} | missing,

@@ -10,43 +10,40 @@ short generation of the same prompt, divided by the extra tokens, so prefill can
 """
 
 import copy
-import statistics
 import time
 
 import torch
 
-from specdec.decoding import Decoder, GenerationConfig, sync
+from specdec.decoding import Decoder, GenerationConfig
+from specdec.runtime.timing import Budget, interleaved, sync
 from specdec.strategies.autoregressive import Autoregressive
 
 PROMPT_TOKENS = 32
 
 
-def generators(stock: torch.nn.Module, prepared: torch.nn.Module, device) -> dict:
-    """name -> function(new tokens) generating greedily with no stop but the length: ours (our
-    decode loop, baseline strategy, on the `prepared` model) and `generate` (the `stock` model)."""
-    prompt = torch.randint(0, stock.config.vocab_size, (PROMPT_TOKENS,)).tolist()
-    decoder = Decoder(prepared, Autoregressive(), eos_token_ids=set())
+def hf_generator(stock: torch.nn.Module, ids: torch.Tensor, **options):
+    """A function(new tokens) running `generate` greedily on `ids` (1, n), with no stop but the length."""
     settings = copy.deepcopy(stock.generation_config)
-    settings.update(eos_token_id=None, do_sample=False, pad_token_id=0, use_cache=True)
-    ids = torch.tensor([prompt], device=device)
-
-    def ours(new_tokens: int) -> None:
-        decoder.generate(prompt, GenerationConfig(max_new_tokens=new_tokens))
+    settings.update(eos_token_id=None, do_sample=False, pad_token_id=0, use_cache=True, **options)
 
     @torch.inference_mode()
-    def hf(new_tokens: int) -> None:
+    def generate(new_tokens: int) -> None:
         settings.max_new_tokens = new_tokens
-        stock.generate(ids, generation_config=settings)
+        stock.generate(ids, attention_mask=torch.ones_like(ids), generation_config=settings)
 
-    return {"ours": ours, "generate": hf}
+    return generate
 
 
-def wall_s(generate, new_tokens: int, device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    generate(new_tokens)
-    sync(device)
-    return time.perf_counter() - start
+def per_token_timer(generate, device, short: int, long: int):
+    """A function timing `generate`'s seconds per token: a `long` generation minus a `short` one."""
+    def wall_s(new_tokens: int) -> float:
+        sync(device)
+        start = time.perf_counter()
+        generate(new_tokens)
+        sync(device)
+        return time.perf_counter() - start
+
+    return lambda: (wall_s(long) - wall_s(short)) / (long - short)
 
 
 def op_count(generate, new_tokens: int) -> int:
@@ -58,22 +55,18 @@ def op_count(generate, new_tokens: int) -> int:
 
 def step_costs(stock: torch.nn.Module, prepared: torch.nn.Module, device, repeats: int, short: int = 16,
                long: int = 80) -> dict:
-    """Per decode step, ours and generate's: wall ms (median and quartiles of `repeats` interleaved
-    rounds, after a warm-up) and torch ops, with their ratios."""
-    runs = generators(stock, prepared, device)
-    for generate in runs.values():
-        generate(short)
-        generate(long)
-    samples = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, generate in runs.items():
-            extra = wall_s(generate, long, device) - wall_s(generate, short, device)
-            samples[name].append(extra / (long - short) * 1000)
-    result = {}
-    for name, generate in runs.items():
-        p25, median, p75 = statistics.quantiles(samples[name], n=4)
-        ops = (op_count(generate, long) - op_count(generate, short)) / (long - short)
-        result[name] = {"step_ms": round(median, 4), "p25": round(p25, 4), "p75": round(p75, 4), "ops": ops}
+    """Per decode step, ours (our loop, baseline strategy, on the `prepared` model) and generate's
+    (the `stock` model): wall ms (median and spread of `repeats` interleaved rounds, after a
+    warm-up) and torch ops, with their ratios."""
+    prompt = torch.randint(0, stock.config.vocab_size, (PROMPT_TOKENS,)).tolist()
+    decoder = Decoder(prepared, Autoregressive(), eos_token_ids=set())
+    runs = {"ours": lambda n: decoder.generate(prompt, GenerationConfig(max_new_tokens=n)),
+            "generate": hf_generator(stock, torch.tensor([prompt], device=device))}
+    timed = interleaved({name: per_token_timer(run, device, short, long) for name, run in runs.items()},
+                        float("inf"), repeats, repeats, Budget(float("inf")))
+    result = {name: {"step_ms": round(timed[name].median * 1000, 4), "spread": round(timed[name].spread, 3),
+                     "ops": (op_count(run, long) - op_count(run, short)) / (long - short)}
+              for name, run in runs.items()}
     result["ratio"] = {"step_ms": round(result["ours"]["step_ms"] / result["generate"]["step_ms"], 3),
                        "ops": round(result["ours"]["ops"] / result["generate"]["ops"], 3)}
     return result

@@ -159,10 +159,13 @@ def step_timer(cached, tokens: int, context: int):
     return run
 
 
-def median_ms(timers: dict, repeats: int) -> dict:
+def median_ms(timers: dict, repeats: int, warmup: int = 1) -> dict:
     """key -> median ms of `repeats` interleaved rounds of timers[key] (each returns its seconds), after
-    one untimed round; no budget (experiments that time on purpose)."""
-    timed = interleaved(timers, float("inf"), repeats, repeats, Budget(float("inf")))
+    `warmup` untimed rounds; no budget (experiments that time on purpose)."""
+    for _ in range(warmup):
+        for timer in timers.values():
+            timer()
+    timed = interleaved(timers, float("inf"), repeats, repeats, Budget(float("inf")), warmup=False)
     return {key: t.median * 1000 for key, t in timed.items()}
 
 
