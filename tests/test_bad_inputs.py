@@ -141,6 +141,8 @@ CACHE_BENCH_ROWS = [  # overrides of `python -m experiments.cache_bench model=ti
 ]
 PROFILE_STEP_ROWS = [  # overrides of `python -m experiments.profile_step model=tiny-random`
     ("host_step_repeats=1", "host_step_repeats 0 or >= 2"),
+    ("repeats=1", "repeats >= 2"),
+    ("verify_tokens=[]", "verify_tokens a non-empty list of integers >= 1"),
 ]
 BATCH_SWEEP_ROWS = [  # overrides of `python -m experiments.batch_sweep model=tiny-random`
     ("batch_sizes=[]", "batch_sizes must be a non-empty list of integers >= 1 (got []): e.g. batch_sizes=[1,2,4,8]"),
@@ -214,29 +216,13 @@ def one_line(message: str) -> str:
     return message
 
 
-@pytest.mark.parametrize("overrides,fragment", RUN_ROWS)
-def test_bad_run_settings(tmp_path, overrides, fragment):
-    assert fragment in one_line(entry_point_error("config", overrides, tmp_path))
+TABLES = {"config": RUN_ROWS, "bench": BENCH_ROWS, "cache_bench": CACHE_BENCH_ROWS, "profile_step": PROFILE_STEP_ROWS,
+          "batch_sweep": BATCH_SWEEP_ROWS}  # an entry point's config name -> its rows
 
 
-@pytest.mark.parametrize("overrides,fragment", BENCH_ROWS)
-def test_bad_bench_settings(tmp_path, overrides, fragment):
-    assert fragment in one_line(entry_point_error("bench", overrides, tmp_path))
-
-
-@pytest.mark.parametrize("overrides,fragment", CACHE_BENCH_ROWS)
-def test_bad_cache_bench_settings(tmp_path, overrides, fragment):
-    assert fragment in one_line(entry_point_error("cache_bench", overrides, tmp_path))
-
-
-@pytest.mark.parametrize("overrides,fragment", PROFILE_STEP_ROWS)
-def test_bad_profile_step_settings(tmp_path, overrides, fragment):
-    assert fragment in one_line(entry_point_error("profile_step", overrides, tmp_path))
-
-
-@pytest.mark.parametrize("overrides,fragment", BATCH_SWEEP_ROWS)
-def test_bad_batch_sweep_settings(tmp_path, overrides, fragment):
-    assert fragment in one_line(entry_point_error("batch_sweep", overrides, tmp_path))
+@pytest.mark.parametrize("config,overrides,fragment", [(c, o, f) for c, rows in TABLES.items() for o, f in rows])
+def test_bad_entry_point_settings(tmp_path, config, overrides, fragment):
+    assert fragment in one_line(entry_point_error(config, overrides, tmp_path))
 
 
 @pytest.mark.parametrize("content,fragment", PROMPT_FILES)
