@@ -46,7 +46,8 @@ def pytest_xdist_auto_num_workers(config):
 
 @functools.cache
 def tiny(arch: str, seed: int = 0, **overrides):
-    return tiny_random_model(arch, seed=seed, **overrides)
+    with torch.inference_mode(False):  # shared by every later test: never inference tensors, whatever the caller's mode
+        return tiny_random_model(arch, seed=seed, **overrides)
 
 
 def train_config(name: str, *overrides: str):
