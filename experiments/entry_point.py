@@ -1,6 +1,7 @@
 """The bodies of the Hydra mains: a ConfigError becomes one line and exit status 2 instead of a
-traceback. Measuring mains (experiments.profile_step, experiments.medusa_trees) write one JSON
-file in the run directory and print a report; training mains (experiments.train_*) print the
+traceback. Measuring mains (experiments.profile_step, experiments.device_check, ...) write one
+JSON file in the run directory, the report they print (report.txt) and run_info.json, so that the
+directory can be committed under results/ as it is; training mains (experiments.train_*) print the
 trained record."""
 
 import json
@@ -10,12 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
 
+from experiments.provenance import environment
+from experiments.settings import invocation
 from specdec.errors import ConfigError
 from specdec.io import atomic_write_text
+from specdec.models import resolve_device
 
 log = logging.getLogger(__name__)
+REPORT = "report.txt"  # a measuring main's printed report, beside its JSON
 
 
 def checked(work: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
@@ -32,7 +38,12 @@ def measure_and_report(measure: Callable[[DictConfig], dict], cfg: DictConfig, f
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     result = checked(measure, cfg)
     atomic_write_text(run_dir / filename, json.dumps(result, indent=2))
-    print(report(result))
+    text = report(result)
+    atomic_write_text(run_dir / REPORT, text + "\n")
+    device = resolve_device(cfg.runtime.device) if "runtime" in cfg else torch.device("cpu")
+    atomic_write_text(run_dir / "run_info.json", json.dumps(
+        {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(), **environment(device)}, indent=2))
+    print(text)
     print(f"\n{filename} in {run_dir}")
 
 

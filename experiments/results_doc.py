@@ -2,12 +2,14 @@
 headline table from one of them, so that every number in the docs comes from files a run
 wrote. A result directory holds a run's summary.json and run_info.json as the run wrote
 them, optionally its plots (*.png) and a notes.md: a `# Title` line, then what the run shows
-(its subheadings from `###`, below the section's)."""
+(its subheadings from `###`, below the section's). A measuring main's directory (profile_step,
+device_check) holds its report.txt instead of a summary, shown as printed."""
 
 import json
 import os
 from pathlib import Path
 
+from experiments.entry_point import REPORT
 from experiments.settings import prefixed
 from experiments.summary import strategy_entries
 from experiments.table import markdown
@@ -29,9 +31,9 @@ HEADLINE = ["strategy", "tokens/s", "speedup", "per-prompt speedup, median [p25,
 
 def result_dirs(results: Path) -> list[Path]:
     """Every directory under `results` holding run_info.json and a run's table (summary.json, a
-    batch sweep's batch.md or experiments.cache_bench's cache_bench.md), sorted."""
+    batch sweep's batch.md, experiments.cache_bench's cache_bench.md or a measuring main's report), sorted."""
     return sorted(p.parent for p in results.rglob("run_info.json")
-                  if any((p.parent / table).exists() for table in ("summary.json", "batch.md", "cache_bench.md")))
+                  if any((p.parent / table).exists() for table in ("summary.json", "batch.md", "cache_bench.md", REPORT)))
 
 
 def read(result_dir: Path) -> tuple[dict, dict]:
@@ -85,6 +87,8 @@ def section(result_dir: Path, results: Path, doc_dir: Path) -> str:
         table = batch_table(result_dir)
     elif (result_dir / "cache_bench.md").exists():  # a row a workload, as experiments.cache_bench wrote it
         table = (result_dir / "cache_bench.md").read_text()
+    elif (result_dir / REPORT).exists():
+        table = "```text\n" + (result_dir / REPORT).read_text().strip() + "\n```"
     else:
         table = summary_table(read(result_dir)[0])
     name = result_dir.relative_to(results.parent).as_posix()

@@ -173,6 +173,9 @@ def test_profile_step_writes_the_step_profile(tmp_path, run):
     assert host["ours"]["ops"] > 0 and host["generate"]["ops"] > 0
     assert host["ratio"]["ops"] == round(host["ours"]["ops"] / host["generate"]["ops"], 3)
     assert "whole decode-loop step" in result.stdout
+    assert (tmp_path / "report.txt").read_text() in result.stdout  # the directory can go under results/ as it is
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["command"].startswith("python -m experiments.profile_step") and info["device"] == "cpu"
 
 
 def test_train_draft_trains_exports_and_resumes(tmp_path, run):

@@ -114,3 +114,16 @@ def test_a_batch_sweep_directory_gets_its_table_and_crossovers(tmp_path):
     text = results_doc(root, tmp_path / "docs" / "results.md")
     assert "## Batches" in text and "| draft | 8 | 0.912 |" in text and "| draft | 8 | 4 |" in text
     assert "Command: `python -m experiments.batch_sweep`" in text and "![speedup_vs_batch](../results/batch/speedup_vs_batch.png)" in text
+
+
+def test_a_measuring_mains_directory_shows_its_report_as_printed(tmp_path):
+    root = tmp_path / "results"
+    profile = root / "step_profile"
+    profile.mkdir(parents=True)
+    (profile / "run_info.json").write_text(json.dumps({"device": "cpu", "device_name": "Some CPU", "git_commit": "abc",
+                                                       "command": "python -m experiments.profile_step", "config": {}}))
+    (profile / "report.txt").write_text("decode step: ours 23.5 ms\nverify pass (k tokens): k=2: ours 24.0 ms\n")
+    (profile / "notes.md").write_text("# One decode step\n\nCompiled steps reach the floor.\n")
+    text = results_doc(root, tmp_path / "docs" / "results.md")
+    assert "## One decode step" in text and "Command: `python -m experiments.profile_step`" in text
+    assert "```text\ndecode step: ours 23.5 ms\nverify pass (k tokens): k=2: ours 24.0 ms\n```" in text
