@@ -4,9 +4,10 @@ rerun with other settings is refused instead of mixing two experiments in one su
 fingerprint.json records, before the first record is written, every setting that changes the
 records (model, strategies, anchors, generation, dataset file or suite, runtime dtype/device/
 seed/kv_cache/layers/linear/compile, cache, the draft, the code's git commit) and each prompt's
-content by id. dataset.limit is left out: a larger limit resumes with the new prompts (their
-contents join the fingerprint), a smaller one summarises the selected prompts only. Left out too,
-as they change timings only: runtime.warmup and runtime.threads.
+content by id; after the models load, the sizes `auto` chose (check_auto_sizes). dataset.limit is
+left out: a larger limit resumes with the new prompts (their contents join the fingerprint), a
+smaller one summarises the selected prompts only. Left out too, as they change timings only:
+runtime.warmup and runtime.threads.
 """
 
 import hashlib
@@ -76,10 +77,26 @@ def check_fingerprint(run_dir: Path, current: dict) -> None:
     if differ:
         raise ConfigError(f"{run_dir} holds a run with other settings ({'; '.join(differ)}): resume it with the same "
                           f"settings, or {NEW_RUN}")
-    merged = {"settings": new_settings, "prompts": {**old_prompts, **current["prompts"]}}
+    merged = {**recorded, "settings": new_settings, "prompts": {**old_prompts, **current["prompts"]}}
     if merged != recorded:
         atomic_write_text(path, json.dumps(merged, indent=1))
 
+
+def check_auto_sizes(run_dir: Path, chosen: dict[str, dict]) -> None:
+    """Sizes left `auto` follow this device's measured costs, which the settings cannot show: record
+    what each runner chose (`chosen`: runner -> its strategy's auto_sizes) beside the fingerprint, and
+    refuse to resume with other sizes, which would mix two experiments in one summary."""
+    path = run_dir / FINGERPRINT
+    recorded = json.loads(path.read_text())
+    sizes = {name: {k: v for k, v in s.items() if k != "predicted_speedup"} for name, s in chosen.items() if s}
+    before = recorded.get("auto_sizes")
+    if before is not None and before != sizes and (run_dir / RESULTS).exists():
+        raise ConfigError(f"{run_dir} was started with the auto sizes {json.dumps(before)}, and auto now chooses "
+                          f"{json.dumps(sizes)} (this device's measured costs differ: another machine, or a "
+                          f"re-measure): resume it on the device that started it, or {NEW_RUN} (with these sizes "
+                          f"set instead of auto to repeat them)")
+    if before != sizes:
+        atomic_write_text(path, json.dumps({**recorded, "auto_sizes": sizes}, indent=1))
 
 
 def previous_records(run_dir: Path, prompt_ids: list[str], runners) -> dict[str, list[dict]]:

@@ -21,7 +21,7 @@ from experiments.prompts import load_prompts
 from experiments.provenance import environment
 from experiments.public_suites import load_public_prompts
 from experiments.quality import target_nll
-from experiments.resume import check_fingerprint, fingerprint, previous_records
+from experiments.resume import check_auto_sizes, check_fingerprint, fingerprint, previous_records
 from experiments.settings import invocation, run_settings, strategy_settings
 from experiments.table import format_summary
 from experiments.validate import validate
@@ -179,6 +179,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
     device, dtype, prompts = preflight(cfg, run_dir, strategies)
     generation = GenerationConfig(**OmegaConf.to_container(cfg.generation))
     target, tokenizer, runners = load_runners(cfg, device, dtype, strategies, prompts, generation)
+    check_auto_sizes(run_dir, {name: getattr(getattr(r, "strategy", None), "auto_sizes", {}) for name, r in runners.items()})
     if cfg.cache.name == "radix" and cfg.cache.order == "longest_prefix":
         order = order_by_longest_prefix([p["input_ids"] for p in prompts], prompt_salts(prompts, cfg.cache))
         prompts = [prompts[i] for i in order]

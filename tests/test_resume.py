@@ -135,3 +135,16 @@ def test_damaged_run_directories_name_the_fix(run_dir, damage, fragment):
     with pytest.raises(ConfigError) as caught:
         run(run_dir)
     assert fragment in one_line(str(caught.value))
+
+
+def test_a_resume_whose_device_chooses_other_auto_sizes_is_refused(run_dir):
+    fingerprint = json.loads((run_dir / "fingerprint.json").read_text())
+    gamma = fingerprint["auto_sizes"]["draft"]["gamma"]  # what strategy.gamma=auto chose when the run started
+    assert isinstance(gamma, int) and run(run_dir)["draft"]["auto_sizes"]["gamma"] == gamma  # same device: resumes
+    fingerprint["auto_sizes"]["draft"]["gamma"] = gamma + 1  # as if another machine had started it
+    (run_dir / "fingerprint.json").write_text(json.dumps(fingerprint))
+    before = results(run_dir)
+    with pytest.raises(ConfigError) as caught:
+        run(run_dir)
+    assert f'"gamma": {gamma + 1}' in str(caught.value) and "auto now chooses" in one_line(str(caught.value))
+    assert results(run_dir) == before
