@@ -15,6 +15,7 @@ import time
 import torch
 
 from specdec.decoding import Decoder, GenerationConfig
+from specdec.runtime.static_cache import BUCKETS
 from specdec.runtime.timing import Budget, interleaved, sync
 from specdec.strategies.autoregressive import Autoregressive
 
@@ -54,12 +55,14 @@ def op_count(generate, new_tokens: int) -> int:
 
 
 def step_costs(stock: torch.nn.Module, prepared: torch.nn.Module, device, repeats: int, short: int = 16,
-               long: int = 80) -> dict:
-    """Per decode step, ours (our loop, baseline strategy, on the `prepared` model) and generate's
+               long: int = 80, kv_cache: str = "preallocated", max_length: int | None = None) -> dict:
+    """Per decode step, ours (our loop, baseline strategy, on the `prepared` model over `kv_cache` of
+    `max_length`: the compiled steps' shapes, to compile nothing more) and generate's
     (the `stock` model): wall ms (median and spread of `repeats` interleaved rounds, after a
     warm-up) and torch ops, with their ratios."""
     prompt = torch.randint(0, stock.config.vocab_size, (PROMPT_TOKENS,)).tolist()
-    decoder = Decoder(prepared, Autoregressive(), eos_token_ids=set())
+    decoder = Decoder(prepared, Autoregressive(), eos_token_ids=set(), kv_cache=kv_cache,
+                      max_length=max_length or PROMPT_TOKENS + long + BUCKETS[-1])
     runs = {"ours": lambda n: decoder.generate(prompt, GenerationConfig(max_new_tokens=n)),
             "generate": hf_generator(stock, torch.tensor([prompt], device=device))}
     timed = interleaved({name: per_token_timer(run, device, short, long) for name, run in runs.items()},

@@ -160,8 +160,9 @@ def test_bad_input_gives_a_clear_error(tmp_path, run, override, message):
     assert "Traceback" not in result.stderr
 
 
-def test_profile_step_writes_the_step_profile(tmp_path, run):
-    result = run("repeats=3", "warmup=1", "context_tokens=20", "verify_tokens=[2,4]", "host_step_repeats=2",
+@pytest.mark.parametrize("runtime", [[], ["runtime.kv_cache=static", "runtime.compile=true"]], ids=["eager", "compiled"])
+def test_profile_step_writes_the_step_profile(tmp_path, run, runtime):
+    result = run("repeats=3", "warmup=1", "context_tokens=20", "verify_tokens=[2,4]", "host_step_repeats=2", *runtime,
                  f"hydra.run.dir={tmp_path}", module="experiments.profile_step", fresh=True)
     assert "decode step" in result.stdout
     profile = json.loads((tmp_path / "step_profile.json").read_text())
@@ -176,6 +177,7 @@ def test_profile_step_writes_the_step_profile(tmp_path, run):
     assert (tmp_path / "report.txt").read_text() in result.stdout  # the directory can go under results/ as it is
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["command"].startswith("python -m experiments.profile_step") and info["device"] == "cpu"
+    assert profile["compiles_after_warmup"] == 0  # compiled steps (and the host step over them) compile at warm-up
 
 
 def test_train_draft_trains_exports_and_resumes(tmp_path, run):
