@@ -43,6 +43,35 @@ def test_same_products_as_nn_linear(rows, bias, plan):
         torch.testing.assert_close(out, F.linear(x, linear.weight, linear.bias), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("plan", PRODUCTS)
+def test_compiled_steps_run_the_planned_product_as_one_opaque_op(plan):
+    """Inductor would turn `W @ x.T` into its stock `x @ W.T` and cannot run oneDNN's packed weight,
+    so under compile the planned product is one custom op, with the eager products."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 80)
+    fast = few_row_linears(torch.nn.Sequential(linear))[0]
+    copies = weight_copies([linear.weight.detach()], COPIED)
+    if plan in COPIED and plan not in copies:
+        pytest.skip(f"this torch lacks the {plan} product")
+    fast.plan, fast.copies = (plan,) * MAX_ROWS, {method: laid_out[0] for method, laid_out in copies.items()}
+    torch._dynamo.reset()  # FewRowLinear.forward's graphs of other tests count towards dynamo's recompile limit
+    graphs = []
+
+    def backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    for rows in (1, 5):
+        x = torch.randn(1, rows, 48)
+        with torch.inference_mode():
+            compiled = torch.compile(fast, backend=backend, dynamic=False, fullgraph=True)(x)
+            inductor = torch.compile(fast, dynamic=False, fullgraph=True)(x)
+        torch.testing.assert_close(compiled, fast(x), rtol=0, atol=0)
+        torch.testing.assert_close(inductor, fast(x), rtol=1e-6, atol=1e-6)
+    calls = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert calls.count("specdec.few_row_product") == 2 and not any("matmul" in c or "linear" in c for c in calls), calls
+
+
 def test_copy_shares_weights_and_leaves_the_original_stock():
     model = tiny("llama")
     fast = prepare(model, Runtime(linear="few_rows", layers="stock"))  # fused layers: tests/test_fused_layers.py
