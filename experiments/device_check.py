@@ -12,10 +12,13 @@ In one process, after a warm-up and interleaved round by round, it measures:
 - each greedy output that left its reference (a strategy: its dtype's baseline; a baseline not
   in float32: the float32 baseline, the lossless reference), with the target's top-two logit
   margin where it left, in that dtype's rounding steps: a near-tie explains it, anything else is a bug.
-It writes device_check.json and prints a table. `quick=true` runs the same code on the tiny
+It writes device_check.json (after each phase, with `complete` false until the end, and each
+phase's seconds: a device lent for minutes keeps what ran) and prints a table. `quick=true` runs the same code on the tiny
 random model with few prompts and tokens: under a minute on a CPU, and CI runs it.
 """
 
+import json
+import time
 from pathlib import Path
 
 import hydra
@@ -35,6 +38,7 @@ from experiments.table import markdown
 from experiments.validate import POSITIVE_INT, check_value
 from specdec.chat import encode
 from specdec.errors import ConfigError
+from specdec.io import atomic_write_text
 from specdec.models import load_model, resolve_device, resolve_dtype
 from specdec.runtime.cached_model import CachedModel
 from specdec.runtime.prepare import Runtime, prepare
@@ -122,12 +126,20 @@ def device_check(cfg: DictConfig) -> dict:
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    costs = step_costs(cfg, device, dtype)
-    rows = [row for name in cfg.dtypes for row in end_to_end(cfg, name, run_dir / name)]
-    return {"device": environment(device).get("device_name", str(device)), "torch": torch.__version__,
-            "dtype": str(dtype).removeprefix("torch."), "model": cfg.model.name_or_path, "quick": cfg.quick,
-            "context_tokens": cfg.context_tokens, **costs, "e2e": rows, "mismatches": mismatches(cfg, run_dir, device),
-            "environment": environment(device)}
+    result = {"device": environment(device).get("device_name", str(device)), "torch": torch.__version__,
+              "dtype": str(dtype).removeprefix("torch."), "model": cfg.model.name_or_path, "quick": cfg.quick,
+              "context_tokens": cfg.context_tokens, "complete": False, "seconds": {}, "e2e": [],
+              "environment": environment(device)}
+    phases = {"step_costs": lambda: result.update(step_costs(cfg, device, dtype)),
+              **{f"e2e_{name}": lambda name=name: result["e2e"].extend(end_to_end(cfg, name, run_dir / name))
+                 for name in cfg.dtypes},
+              "mismatches": lambda: result.update(mismatches=mismatches(cfg, run_dir, device))}
+    for phase, measure in phases.items():  # each phase saved as it ends: a device lent for minutes keeps what ran
+        began = time.perf_counter()
+        measure()
+        result["seconds"][phase] = round(time.perf_counter() - began, 1)
+        atomic_write_text(run_dir / "device_check.json", json.dumps(result, indent=2))
+    return {**result, "complete": True}
 
 
 def report(result: dict) -> str:

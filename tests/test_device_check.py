@@ -16,6 +16,7 @@ def test_quick_mode_writes_every_field(tmp_path, run):
     assert "| prompt_lookup | bfloat16 |" in result.stdout
     check = json.loads((tmp_path / "device_check.json").read_text())
     assert check["torch"] and check["dtype"] == "float32" and check["quick"] and check["model"] == "tiny-random"
+    assert check["complete"] and list(check["seconds"]) == ["step_costs", "e2e_float32", "e2e_bfloat16", "mismatches"]
     assert set(check["verify_ms"]["eager"]) == {"1", "2", "4", "8"} and check["decode_ms"]["eager"] > 0
     assert check["decode_ms"]["cuda_graphs"] is None and check["hf_decode_ms"]["generate_eager"] > 0
     rows = {(r["strategy"], r["dtype"]): r for r in check["e2e"]}
