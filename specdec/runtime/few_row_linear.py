@@ -87,24 +87,23 @@ class FewRowLinear(nn.Linear):
         method = self.plan[min(rows, MAX_ROWS) - 1] if self.plan else "padded" if rows == 1 else "columns"
         laid_out = self.copies.get(method) if self.copies else None
         flat = x.reshape(rows, self.in_features)
-        if torch.compiler.is_compiling():  # one opaque op, or inductor would turn it into its own (stock) product
-            out = torch.ops.specdec.few_row_product(flat, self.weight, self.bias, laid_out, method)
+        if method == "packed" and torch.compiler.is_compiling():  # inductor runs oneDNN only on weights it packed
+            out = torch.ops.specdec.packed_product(flat, laid_out, self.bias)
         else:
             out = product(method, flat, self.weight, self.bias, laid_out)
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
-@torch.library.custom_op("specdec::few_row_product", mutates_args=())
-def _compiled_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, laid_out: torch.Tensor | None,
-                      method: str) -> torch.Tensor:
-    """`product` inside compiled steps: inductor rewrites `W @ x.T` into `x @ W.T` and packs oneDNN
-    weights only itself, which ran a compiled 4-row verify pass at 2.4 decode steps (eager: 1.03)."""
-    return product(method, x, weight, bias, laid_out).contiguous()
+@torch.library.custom_op("specdec::packed_product", mutates_args=())
+def _packed_product(x: torch.Tensor, laid_out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN's product inside compiled steps, as one opaque op: traced, it failed on our packed
+    weights, and F.linear in its place ran a compiled 4-row verify pass at 2.4 decode steps."""
+    return product("packed", x, None, bias, laid_out)  # the packed product reads laid_out only
 
 
-@_compiled_product.register_fake
-def _(x, weight, bias, laid_out, method):
-    return x.new_empty(x.shape[0], weight.shape[0])
+@_packed_product.register_fake
+def _(x, laid_out, bias):
+    return x.new_empty(x.shape[0], laid_out.shape[0])
 
 
 PLANS_FILE = "linear_plans.json"  # in specdec's cache directory: measured once per CPU, torch and shape
