@@ -84,6 +84,7 @@ def test_compiled_steps_give_the_eager_tokens_and_never_compile_after_the_warm_u
     before = compile_count()
     assert compiled.generate(prompt, long).token_ids == eager
     assert compile_count() == before
+    assert name != "medusa" or compiled.strategy.compiled is not None  # Medusa's heads ran compiled too
 
 
 def test_compile_needs_the_static_cache_and_fused_layers():

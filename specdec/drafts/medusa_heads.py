@@ -65,6 +65,11 @@ class MedusaHeads(nn.Module):
         return torch.stack([proj(states[..., k, :]) for k, proj in enumerate(self.projections[:count])], dim=-2)
 
 
+def top_guesses(heads: MedusaHeads, lm_head: nn.Module, hidden: torch.Tensor, depth: int, ranks: int) -> torch.Tensor:
+    """(rows, d) hidden states -> (rows, depth, ranks): the `ranks` most likely tokens of each of the first `depth` heads."""
+    return heads(hidden, lm_head, count=depth).topk(ranks, dim=-1).indices
+
+
 def save_medusa_heads(heads: MedusaHeads, directory: Path, meta: dict) -> None:
     """bf16 safetensors + medusa_config.json (architecture, training record, measured accuracies)."""
     directory.mkdir(parents=True, exist_ok=True)

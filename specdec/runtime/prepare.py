@@ -87,7 +87,7 @@ def prepare(module: nn.Module, runtime: Runtime = Runtime()) -> nn.Module:
         few_row_linears(ours, measure=runtime.linear == "auto")
     if runtime.static_steps:
         check_static(runtime, "static", next(ours.parameters()).device)
-        for lm in language_models:
+        for lm in [ours, *language_models]:  # the prepared module too: the modules strategies build (Medusa's heads)
             lm.static_steps = runtime.static_steps
     return ours
 

@@ -13,7 +13,8 @@ import torch
 from specdec.auto_size import AUTO, acceptance_of, best, check_size, rank_law, tree_speedups
 from specdec.errors import ConfigError
 from specdec.placement import check_head_beside_embedding
-from specdec.drafts.medusa_heads import MedusaHeads
+from specdec.runtime.static_step import MODES
+from specdec.drafts.medusa_heads import MedusaHeads, top_guesses
 from specdec.drafts.public import load_medusa
 from specdec.drafts.assets import frequent_token_head
 from specdec.strategies.base import Proposal, Request, Strategy, register
@@ -52,6 +53,7 @@ class Medusa(Strategy):
         self.typical = typical_acceptance(posterior_threshold, posterior_alpha)
         self.pruned: dict[int, Tree] = {}
         self.guesses: dict[int, list[tuple[int, torch.Tensor]]] = {}  # per row: (position, heads' top-1 guesses)
+        self.compiled, self.rows = None, 0  # the heads' compiled pass, over this many rows (_top_guesses)
 
     def tree_choices(self, tree) -> list[list[int]]:
         """strategy.tree as paths: a list of paths as given; an int N: the best N-node tree for the
@@ -111,13 +113,31 @@ class Medusa(Strategy):
             return proposals
         depth, ranks = max(trees[i].depth for i in live), max(trees[i].max_rank for i in live) + 1
         hidden = torch.stack([requests[i].target_hidden[-1] for i in live])
-        top = self.heads(hidden, self.lm_head, count=depth).topk(ranks, dim=-1).indices  # (rows, depth, ranks)
+        top = self._top_guesses(hidden, depth, ranks)  # (rows, depth, ranks)
         for j, i in enumerate(live):
             tree, request = trees[i], requests[i]
             self.guesses[request.row].append((len(request.tokens), top[j, : tree.depth, 0]))  # head k: tokens[len + k]
             index = tree.tensors(top.device)
             proposals[i] = Proposal(top[j][index["heads"], index["ranks"]], tree=tree)
         return proposals
+
+    def _top_guesses(self, hidden: torch.Tensor, depth: int, ranks: int) -> torch.Tensor:
+        """The heads' `ranks` best tokens at each of the first `depth` heads. Under compiled steps
+        (runtime.compile or cuda_graphs, which prepare sets on the heads) one graph serves the run:
+        always the full tree's depth and ranks, over as many rows as the run has had (padded), so
+        that a tree cut short near the end of a generation or a finished row compiles nothing new."""
+        mode = getattr(self.heads, "static_steps", None)
+        if mode is None:
+            return top_guesses(self.heads, self.lm_head, hidden, depth, ranks)
+        if self.compiled is None:
+            self.compiled = torch.compile(top_guesses, mode=MODES[mode], dynamic=False)
+        self.rows = max(self.rows, len(hidden))
+        padded = hidden.new_zeros(self.rows, hidden.shape[-1])
+        padded[: len(hidden)] = hidden
+        if mode == "cuda_graphs":
+            torch.compiler.cudagraph_mark_step_begin()
+        top = self.compiled(self.heads, self.lm_head, padded, self.tree.depth, self.tree.max_rank + 1)
+        return top[: len(hidden), :depth, :ranks].clone()  # a graph's output is overwritten by its next replay
 
     def _pruned(self, depth: int) -> Tree:
         if depth not in self.pruned:
