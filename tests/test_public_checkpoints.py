@@ -3,6 +3,7 @@ checkpoint in the exact public layout computes, through our modules, what the pu
 forward computes (tests/public_layouts.py, within 1e-5), and decodes greedily token for token as
 the baseline does through every strategy that uses it; bad checkpoints get one line."""
 
+import itertools
 import json
 import random
 
@@ -23,6 +24,7 @@ from specdec.drafts.export import export_medusa1
 from specdec.drafts.medusa_heads import MedusaHeads
 from specdec.drafts.public import layout, load_eagle, load_medusa
 from specdec.runtime.cached_model import CachedModel
+from specdec.runtime.fused_layers import FusedDecoderLayer, FusedEagle3Layer
 from specdec.runtime.prepare import Runtime, prepare, prepare_strategy
 from specdec.strategies import create_strategy
 
@@ -44,10 +46,13 @@ def test_eagle1_forward_matches_the_public_code(tmp_path, layers):
     assert layout(tmp_path) == "eagle"
     draft = load_eagle(tmp_path, model)
     hidden, tokens = torch.randn(9, 64), torch.randint(0, 258, (9,))
-    states, logits = draft_forward(draft, hidden, tokens)
     ref_states, ref_logits = eagle1_reference(state, json.loads((tmp_path / "config.json").read_text()), hidden,
                                               tokens, model.lm_head.weight.detach())
-    assert (states - ref_states).abs().max() < TOL and (logits - ref_logits).abs().max() < TOL
+    fused = prepare(draft, Runtime(linear="few_rows"))  # runtime.layers=fused, its first layer without input norm
+    assert all(isinstance(layer, FusedDecoderLayer) for layer in fused.lm.model.layers)
+    for ours in (draft, fused):
+        states, logits = draft_forward(ours, hidden, tokens)
+        assert (states - ref_states).abs().max() < TOL and (logits - ref_logits).abs().max() < TOL
 
 
 def test_eagle3_forward_matches_the_public_code(tmp_path):
@@ -64,8 +69,11 @@ def test_eagle3_forward_matches_the_public_code(tmp_path):
     cached.prefill(prompt[0].tolist())
     assert (cached.hidden - features).abs().max() < TOL
     tokens = torch.randint(0, 258, (10,))
-    for hidden in (features, torch.randn(10, 64)):  # target features (through fc), then fed-back states (not)
-        states, logits = draft_forward(draft, hidden, tokens)
+    fused = prepare(draft, Runtime(linear="few_rows"))  # runtime.layers=fused: its layer in a few large ops
+    assert isinstance(fused.lm.model.layers[0], FusedEagle3Layer)
+    for ours, hidden in itertools.product((draft, fused), (features, torch.randn(10, 64))):
+        # target features (through fc), then fed-back states (not)
+        states, logits = draft_forward(ours, hidden, tokens)
         ref_states, ref_scores, ref_tokens = eagle3_reference(state, config, hidden, tokens, embedding)
         assert (states - ref_states).abs().max() < TOL
         assert (logits[:, ref_tokens] - ref_scores).abs().max() < TOL
@@ -87,7 +95,7 @@ def test_medusa1_forward_matches_the_public_code(tmp_path, layers):
     assert (ours.transpose(0, 1) - medusa1_reference(state, 3, layers, hidden)).abs().max() < TOL
 
 
-def lossless(model, strategy: str, trials: int, prepared: bool = False, **options):
+def lossless(model, strategy: str, trials: int, prepared: bool = False, kv_cache: str = "preallocated", **options):
     rng = random.Random(f"{strategy}-{options}")
     for trial in range(trials):
         prompt, config = random_prompt(rng), GenerationConfig(max_new_tokens=rng.randint(1, 30))
@@ -95,7 +103,7 @@ def lossless(model, strategy: str, trials: int, prepared: bool = False, **option
         if prepared:  # fused layers and few-row products, as experiments.run runs it
             runtime = Runtime(linear="few_rows")
             s = prepare_strategy(create_strategy(strategy, target_model=model, **options), runtime)
-            got = Decoder(prepare(model, runtime), s, eos_token_ids=eos).generate(prompt, config)
+            got = Decoder(prepare(model, runtime), s, eos_token_ids=eos, kv_cache=kv_cache).generate(prompt, config)
         else:
             got = decode_with(model, strategy, prompt, config, eos=eos, target_model=model, **options)
         assert got.token_ids == expected.token_ids, (strategy, trial, options)
@@ -109,8 +117,9 @@ def test_greedy_public_eagle_equals_the_baseline(tmp_path, writer):
     lossless(model, "eagle", 3, draft=str(tmp_path), head_tokens=None, gamma=3)  # chains
     lossless(model, "eagle", 3, draft=str(tmp_path), head_tokens=None, gamma=3, tree_nodes=8, tree_topk=3,
              stop_below_prob=0)  # EAGLE-2 trees
-    lossless(model, "eagle", 2, prepared=True, draft=str(tmp_path), head_tokens=None, gamma=2, tree_nodes=5,
-             tree_topk=2, stop_below_prob=0)
+    for kv_cache in ("preallocated", "static"):  # static: fixed shapes, what compile and CUDA graphs run
+        lossless(model, "eagle", 2, prepared=True, kv_cache=kv_cache, draft=str(tmp_path), head_tokens=None, gamma=2,
+                 tree_nodes=5, tree_topk=2, stop_below_prob=0)
 
 
 def test_greedy_public_medusa_equals_the_baseline(tmp_path):

@@ -77,8 +77,30 @@ class FusedDecoderLayer(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(batch, tokens, self.heads * self.head_dim))
 
 
+class FusedEagle3Layer(FusedDecoderLayer):
+    """EAGLE-3's draft layer (specdec.drafts.eagle3_draft.Eagle3Layer) fused alike: its input is
+    [token embedding; state], each half normalized on its own, q, k and v read both (2d), and the
+    residual is on the state."""
+
+    def __init__(self, layer: nn.Module, config):
+        super().__init__(layer, config)
+        self.hidden_norm = layer.hidden_norm
+
+    def forward(self, hidden_states, attention_mask=None, position_embeddings=None, cache=None,
+                past_key_values=None, **kwargs) -> torch.Tensor:
+        cache = cache if cache is not None else past_key_values
+        embedding, state = hidden_states.chunk(2, dim=-1)
+        both = torch.cat([rms_norm(embedding, self.input_norm), rms_norm(state, self.hidden_norm)], dim=-1)
+        x = state + self._attention(both, attention_mask, position_embeddings, cache)
+        gate, up = self.gate_up(rms_norm(x, self.post_attention_norm)).chunk(2, dim=-1)
+        return x + self.down_proj(F.silu(gate) * up)
+
+
 def rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
-    """The Llama RMSNorm `norm` applied to x, as one fused op."""
+    """The Llama RMSNorm `norm` applied to x, as one fused op (an nn.Identity, as the first layer of
+    public EAGLE-1/2 drafts has: x)."""
+    if isinstance(norm, nn.Identity):
+        return x
     return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
 
 
@@ -126,13 +148,22 @@ def fusable(layer: nn.Module, config) -> bool:
     linears = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
     linears += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
     norms = [getattr(layer, n, None) for n in ("input_layernorm", "post_attention_layernorm")]
+    if eagle3_layer(layer, config):
+        norms.append(layer.hidden_norm)
+    elif attn.q_proj.in_features != config.hidden_size:
+        return False
     return (all(isinstance(m, nn.Linear) for m in linears)
-            and attn.q_proj.in_features == config.hidden_size  # not EAGLE-3's layer, which reads 2 * hidden_size
-            and all(hasattr(n, "variance_epsilon") and hasattr(n, "weight") for n in norms)
+            and all(isinstance(n, nn.Identity) or hasattr(n, "variance_epsilon") and hasattr(n, "weight") for n in norms)
             and getattr(config, "hidden_act", None) == "silu"
             and len({(m.weight.dtype, m.weight.device) for m in linears}) == 1
             and (attn.q_proj.bias is None) == (attn.k_proj.bias is None) == (attn.v_proj.bias is None)
             and mlp.gate_proj.bias is None and mlp.up_proj.bias is None)
+
+
+def eagle3_layer(layer: nn.Module, config) -> bool:
+    """Whether `layer` is shaped like EAGLE-3's: q, k and v read [embedding; state] (2 * hidden_size)."""
+    q_proj = getattr(getattr(layer, "self_attn", None), "q_proj", None)
+    return hasattr(layer, "hidden_norm") and getattr(q_proj, "in_features", None) == 2 * config.hidden_size
 
 
 def fuse_decoder_layers(model: nn.Module) -> int:
@@ -146,7 +177,7 @@ def fuse_decoder_layers(model: nn.Module) -> int:
     swapped = 0
     for index, layer in enumerate(layers):
         if fusable(layer, config):
-            layers[index] = FusedDecoderLayer(layer, config)
+            layers[index] = (FusedEagle3Layer if eagle3_layer(layer, config) else FusedDecoderLayer)(layer, config)
             swapped += 1
     if swapped < len(layers):
         log.info("%s: %d of %d decoder layers fused (runtime.layers=fused supports %s)",
