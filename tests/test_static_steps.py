@@ -87,6 +87,26 @@ def test_compiled_steps_give_the_eager_tokens_and_never_compile_after_the_warm_u
     assert name != "medusa" or compiled.strategy.compiled is not None  # Medusa's heads ran compiled too
 
 
+@pytest.mark.parametrize("name", ["eagle_tree", "medusa"])
+def test_the_cuda_graph_steps_run_on_a_cpu_as_compiled_steps(name):
+    """runtime.cuda_graphs needs CUDA, where no test runs. On a CPU, torch.compile's reduce-overhead
+    mode compiles without capturing, so the same code (buffers at static addresses, step marks, outputs
+    cloned before the next replay) runs here, for the target, the EAGLE draft and Medusa's heads."""
+    target = tiny("llama", num_hidden_layers=1, max_position_embeddings=1024)
+    prompt, config = random_prompt(random.Random(name)), GenerationConfig(max_new_tokens=64)
+    eager = decoder(target, name, Runtime(linear="few_rows"), "static").generate(prompt, config).token_ids
+    runtime, prepared = Runtime(linear="few_rows", compile=True), {}  # modules of its own: they change mode
+    graphs_target, graphs_strategy = prepare_once(target, runtime, prepared), prepare_strategy(strategy(name, target),
+                                                                                               runtime, prepared)
+    for module in {id(m): m for copy in prepared.values() for m in copy.modules()}.values():
+        if getattr(module, "static_steps", None):
+            module.static_steps = "cuda_graphs"
+    graphs = Decoder(graphs_target, graphs_strategy, eos_token_ids=set(), kv_cache="static",
+                     max_length=len(prompt) + 64 + 64)
+    assert graphs.targets[1].static.mode == "cuda_graphs"
+    assert graphs.generate(prompt, config).token_ids == eager
+
+
 def test_compile_needs_the_static_cache_and_fused_layers():
     target = tiny("llama", num_hidden_layers=1)
     with pytest.raises(ConfigError, match="runtime.compile=true needs runtime.kv_cache=static"):
