@@ -13,8 +13,9 @@ In one process, after a warm-up and interleaved round by round, it measures:
   in float32: the float32 baseline, the lossless reference), with the target's top-two logit
   margin where it left, in that dtype's rounding steps: a near-tie explains it, anything else is a bug.
 It writes device_check.json (after each phase, with `complete` false until the end, and each
-phase's seconds: a device lent for minutes keeps what ran) and prints a table. `quick=true` runs the same code on the tiny
-random model with few prompts and tokens: under a minute on a CPU, and CI runs it.
+phase's seconds: a device lent for minutes keeps what ran) and prints a table. `quick=true` runs
+the same code on the tiny random model with few prompts and tokens: under a minute on a CPU,
+and CI runs it.
 """
 
 import json
