@@ -27,9 +27,8 @@ from experiments.batch_cost_model import (measure_batch_costs, predict_batch_spe
 from experiments.batch_report import batch_rows, write_batch_report
 from experiments.bench import matrix_strategies
 from experiments.cost_model import typical_context
-from experiments.provenance import environment
+from experiments.provenance import write_run_info
 from experiments.run import check_cache_config, experiment_prompts, load_runners, new_prefix_cache
-from experiments.settings import invocation
 from experiments.validate import validate
 from specdec.decoding import GenerationConfig, sync
 from specdec.io import atomic_write_text
@@ -54,8 +53,7 @@ def batch_sweep(cfg: DictConfig, run_dir: Path) -> str:
         log.warning("batch sizes above %d decode all %d prompts at once: raise dataset.limit to fill them",
                     len(prompts), len(prompts))
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "run_info.json", json.dumps(
-        {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(), **environment(device)}, indent=2))
+    write_run_info(run_dir, cfg, device)
 
     requests = {"prompts": [p["input_ids"] for p in prompts], "salts": [p.get("salt") for p in prompts],
                 "seeds": [cfg.runtime.seed + i for i in range(len(prompts))]}

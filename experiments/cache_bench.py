@@ -10,13 +10,12 @@ import statistics
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments.entry_point import tabulate_and_report
-from experiments.provenance import environment
+from experiments.provenance import write_run_info
 from experiments.run import check_cache_config, run_experiment
 from experiments.run_records import load_run
-from experiments.settings import invocation
 from experiments.table import markdown
 from specdec.errors import ConfigError
 from specdec.io import atomic_write_text
@@ -71,9 +70,7 @@ def cache_bench(cfg: DictConfig, run_dir: Path) -> str:
     atomic_write_text(run_dir / "cache_bench.json", json.dumps(rows, indent=2))
     table = markdown(rows, COLUMNS, FORMATS)
     atomic_write_text(run_dir / "cache_bench.md", table + "\n")
-    atomic_write_text(run_dir / "run_info.json", json.dumps(
-        {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(),
-         **environment(resolve_device(cfg.runtime.device))}, indent=2))
+    write_run_info(run_dir, cfg, resolve_device(cfg.runtime.device))
     return table
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments.provenance import environment
-from experiments.settings import invocation
+from experiments.provenance import write_run_info
 from specdec.errors import ConfigError
 from specdec.io import atomic_write_text
 from specdec.models import resolve_device
@@ -41,8 +40,7 @@ def measure_and_report(measure: Callable[[DictConfig], dict], cfg: DictConfig, f
     text = report(result)
     atomic_write_text(run_dir / REPORT, text + "\n")
     device = resolve_device(cfg.runtime.device) if "runtime" in cfg else torch.device("cpu")
-    atomic_write_text(run_dir / "run_info.json", json.dumps(
-        {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(), **environment(device)}, indent=2))
+    write_run_info(run_dir, cfg, device)
     print(text)
     print(f"\n{filename} in {run_dir}")
 

@@ -1,5 +1,6 @@
 """What a result needs to be reproduced: code version, library versions, machine, date."""
 
+import json
 import os
 import platform
 import sys
@@ -7,8 +8,11 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
+from experiments.settings import invocation
 from specdec.code_version import git_commit
+from specdec.io import atomic_write_text
 from specdec.runtime.machine import cpu_name
 
 
@@ -28,3 +32,9 @@ def environment(device: torch.device) -> dict:
         "platform": platform.platform(),
         "versions": {name: version(name) for name in ("torch", "transformers", "accelerate", "datasets", "hydra-core")},
     }
+
+
+def write_run_info(run_dir, cfg: DictConfig, device: torch.device) -> None:
+    """run_info.json: the resolved config, the command that reruns the run, and environment()."""
+    atomic_write_text(run_dir / "run_info.json", json.dumps(
+        {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(), **environment(device)}, indent=2))

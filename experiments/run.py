@@ -18,11 +18,11 @@ from caching.order import ideal_hit_rate, order_by_longest_prefix
 from caching.prefix import PrefixCache, check_settings
 from experiments.anchors import ANCHORS
 from experiments.prompts import load_prompts
-from experiments.provenance import environment
+from experiments.provenance import write_run_info
 from experiments.public_suites import load_public_prompts
 from experiments.quality import target_nll
 from experiments.resume import check_auto_sizes, check_fingerprint, fingerprint, previous_records
-from experiments.settings import invocation, run_settings, strategy_settings
+from experiments.settings import run_settings, strategy_settings
 from experiments.table import format_summary
 from experiments.validate import validate
 from specdec.chat import encode
@@ -184,8 +184,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, strategies: dict[str, dict] |
         order = order_by_longest_prefix([p["input_ids"] for p in prompts], prompt_salts(prompts, cfg.cache))
         prompts = [prompts[i] for i in order]
 
-    atomic_write_text(run_dir / "run_info.json", json.dumps(
-        {"config": OmegaConf.to_container(cfg, resolve=True), **invocation(), **environment(device)}, indent=2))
+    write_run_info(run_dir, cfg, device)
     shared, own = run_settings(cfg), strategy_settings(runners, strategies)
 
     records = previous_records(run_dir, [p["id"] for p in prompts], runners)
